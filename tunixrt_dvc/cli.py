@@ -1,0 +1,37 @@
+"""`tunixrt`: every DVC stage as a command, plus trace-store tools and the benchmark."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# Commands are imported on use, so `tunixrt export --help` does not pay for importing JAX.
+COMMANDS = {
+    "corpus": "stages.corpus:main",
+    "export": "stages.export:main",
+    "format": "stages.format:main",
+    "train": "stages.train:main",
+    "eval": "stages.eval:main",
+    "report": "stages.report:main",
+    "traces": "tunixrt_dvc.traces_cli:traces",
+    "bench": "tunixrt_dvc.bench:main",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(package_name="tunixrt-dvc")
+def main() -> None:
+    """Reproducible Gemma SFT on reasoning traces with Tunix, driven by DVC."""

@@ -1,0 +1,111 @@
+"""The data contract: reasoning traces in (tunix-rt's format) and training examples out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_TRACE_BYTES = 1024 * 1024
+
+SourceKind = Literal["jsonl", "sqlite", "postgresql", "ungar", "builtin"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TraceStep(_Strict):
+    """One numbered step of the work."""
+
+    i: Annotated[int, Field(ge=0, strict=True)]
+    type: Annotated[str, Field(min_length=1, max_length=64)]
+    content: Annotated[str, Field(min_length=1, max_length=20_000)]
+
+
+class ReasoningTrace(_Strict):
+    """A trace as tunix-rt stores it (`payload` of its `traces` table)."""
+
+    trace_version: str
+    prompt: Annotated[str, Field(min_length=1, max_length=50_000)]
+    final_answer: Annotated[str, Field(min_length=1, max_length=50_000)]
+    steps: Annotated[list[TraceStep], Field(min_length=1, max_length=1_000)]
+    meta: dict[str, Any] | None = None
+
+    @field_validator("steps")
+    @classmethod
+    def _unique_step_numbers(cls, steps: list[TraceStep]) -> list[TraceStep]:
+        seen: set[int] = set()
+        for s in steps:
+            if s.i in seen:
+                raise ValueError(f"duplicate step number i={s.i}")
+            seen.add(s.i)
+        return steps
+
+
+class StoredTrace(_Strict):
+    """A trace with the identity and time the store gave it."""
+
+    id: str
+    created_at: datetime
+    trace: ReasoningTrace
+
+
+class Response(_Strict):
+    """The structured work of an example, not yet rendered by a recipe."""
+
+    steps: list[str]
+    final_answer: str
+
+
+class ExampleMetadata(_Strict):
+    source_trace_id: str
+    created_at: str
+    tags: list[str] = []
+    source: SourceKind
+
+
+class TrainingExample(_Strict):
+    """One SFT example; `id` is derived from the source trace, so reruns give the same id."""
+
+    id: str
+    prompt: str
+    response: Response
+    metadata: ExampleMetadata
+
+
+def dumps(model: BaseModel) -> str:
+    """Stable serialization: field order, UTF-8 text, no whitespace; one JSONL line without `\\n`."""
+    return json.dumps(model.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":"))
+
+
+def trace_bytes(trace: ReasoningTrace) -> int:
+    return len(dumps(trace).encode("utf-8"))
+
+
+def example_id(trace_id: str) -> str:
+    """Deterministic example id: a hash of the source trace's id (the same wherever it is stored)."""
+    return hashlib.sha256(trace_id.encode()).hexdigest()[:16]
+
+
+def trace_to_example(stored: StoredTrace, *, source: SourceKind) -> TrainingExample:
+    """The response keeps the steps in their numbered order."""
+    t = stored.trace
+    tags = (t.meta or {}).get("tags") or []
+    return TrainingExample(
+        id=example_id(stored.id),
+        prompt=t.prompt,
+        response=Response(
+            steps=[s.content for s in sorted(t.steps, key=lambda s: s.i)],
+            final_answer=t.final_answer,
+        ),
+        metadata=ExampleMetadata(
+            source_trace_id=stored.id,
+            created_at=stored.created_at.isoformat(),
+            tags=[str(x) for x in tags] if isinstance(tags, list) else [str(tags)],
+            source=source,
+        ),
+    )

@@ -78,7 +78,7 @@ def server_factory() -> Iterator:
 
     def start(**kwargs) -> FakeTunixRt:
         srv = FakeTunixRt(**kwargs)
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
         servers.append(srv)
         return srv
 

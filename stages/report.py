@@ -1,0 +1,89 @@
+"""`tunixrt report`: the delta report and the eval generations as tunix-rt traces."""
+
+from __future__ import annotations
+
+import click
+
+from tunixrt_dvc.params import PARAMS_FILE, load_params
+from tunixrt_dvc.report import write_report
+
+
+@click.command()
+@click.option(
+    "--before",
+    "before",
+    default="eval/before.jsonl",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Scored items of the base model (JSONL).",
+)
+@click.option(
+    "--after",
+    "after",
+    default="eval/after.jsonl",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Scored items of the tuned model (JSONL).",
+)
+@click.option(
+    "--metrics",
+    default="metrics/eval.json",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="The eval stage's metrics (checked against the items).",
+)
+@click.option(
+    "--manifest",
+    default="train/run_manifest.json",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="The training run's manifest (hashes, params).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default="report",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Output directory.",
+)
+@click.option(
+    "--params",
+    "params_file",
+    default=PARAMS_FILE,
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="params.yaml to read `report.*` from.",
+)
+@click.option(
+    "--n-examples",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Side-by-side examples per section [default: params report.n_examples].",
+)
+def main(
+    before: str,
+    after: str,
+    metrics: str,
+    manifest: str,
+    out_dir: str,
+    params_file: str,
+    n_examples: int | None,
+) -> None:
+    """Write OUT/delta_report.md and OUT/eval_traces.jsonl (loadable by `tunixrt traces import`)."""
+    params = load_params(params_file)
+    out = write_report(
+        before_path=before,
+        after_path=after,
+        metrics_path=metrics,
+        manifest_path=manifest,
+        out_dir=out_dir,
+        n_examples=params.report.n_examples if n_examples is None else n_examples,
+    )
+    click.echo(
+        f"report: {out.n_items} items -> {out.report}; {out.n_traces} traces -> {out.traces}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -42,8 +42,12 @@ class FormatParams(_Section):
     on_invalid: Literal["fail", "skip"] = "fail"
 
 
+# The keys of model.PRESETS (a test keeps them in sync; params.py must not import JAX).
+ModelPreset = Literal["tiny", "gemma3-270m", "gemma3-1b", "gemma3-4b", "gemma3-12b", "gemma3-27b"]
+
+
 class ModelParams(_Section):
-    preset: str = "tiny"
+    preset: ModelPreset = "tiny"
     checkpoint: str | None = None  # local dir: safetensors or orbax; required for real sizes
     # Dimensions of the `tiny` preset (ignored by real sizes, whose architecture is Tunix's).
     num_layers: Annotated[int, Field(ge=1)] = 2

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+import math
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -29,7 +30,7 @@ class TraceStep(_Strict):
 class ReasoningTrace(_Strict):
     """A trace as tunix-rt stores it (`payload` of its `traces` table)."""
 
-    trace_version: str
+    trace_version: Annotated[str, Field(min_length=1, max_length=64)]  # tunix-rt: String(64)
     prompt: Annotated[str, Field(min_length=1, max_length=50_000)]
     final_answer: Annotated[str, Field(min_length=1, max_length=50_000)]
     steps: Annotated[list[TraceStep], Field(min_length=1, max_length=1_000)]
@@ -45,13 +46,34 @@ class ReasoningTrace(_Strict):
             seen.add(s.i)
         return steps
 
+    @field_validator("meta")
+    @classmethod
+    def _json_numbers_only(cls, meta: dict[str, Any] | None) -> dict[str, Any] | None:
+        # The JSON parser accepts NaN and 1e400; they have no JSON serialization.
+        stack: list[Any] = [meta]
+        while stack:
+            v = stack.pop()
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{v} is not a JSON number")
+            if isinstance(v, dict):
+                stack.extend(v.values())
+            elif isinstance(v, list):
+                stack.extend(v)
+        return meta
+
 
 class StoredTrace(_Strict):
     """A trace with the identity and time the store gave it."""
 
-    id: str
+    id: Annotated[str, Field(min_length=1, max_length=256)]
     created_at: datetime
     trace: ReasoningTrace
+
+    @field_validator("created_at")
+    @classmethod
+    def _utc(cls, t: datetime) -> datetime:
+        # One representation per instant, so every source writes the same bytes (naive = UTC).
+        return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 class Response(_Strict):
@@ -78,8 +100,10 @@ class TrainingExample(_Strict):
 
 
 def dumps(model: BaseModel) -> str:
-    """Stable serialization: field order, UTF-8 text, no whitespace; one JSONL line without `\\n`."""
-    return json.dumps(model.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":"))
+    """Stable serialization: field order, UTF-8, no whitespace; one JSONL line without `\\n`."""
+    return json.dumps(
+        model.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":"), allow_nan=False
+    )
 
 
 def trace_bytes(trace: ReasoningTrace) -> int:
@@ -87,7 +111,7 @@ def trace_bytes(trace: ReasoningTrace) -> int:
 
 
 def example_id(trace_id: str) -> str:
-    """Deterministic example id: a hash of the source trace's id (the same wherever it is stored)."""
+    """Deterministic example id: a hash of the source trace's id (the same in every store)."""
     return hashlib.sha256(trace_id.encode()).hexdigest()[:16]
 
 

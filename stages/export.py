@@ -1,0 +1,64 @@
+"""Stage `export`: traces from a source -> TrainingExample JSONL (no eval-set prompts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from tunixrt_dvc.params import PARAMS_FILE, Params, load_params
+
+
+@click.command()
+@click.option("--source", help="jsonl:PATH, sqlite:PATH, postgresql://..., ungar:... [params]")
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="TrainingExample JSONL to write."
+)
+@click.option("--limit", type=click.IntRange(min=1), help="At most N records. [params]")
+@click.option("--since", help="Only traces created at or after this ISO-8601 time. [params]")
+@click.option(
+    "--on-invalid",
+    type=click.Choice(["fail", "skip"]),
+    help="fail: stop, write nothing; skip: write bad records to OUT's .rejects.jsonl. [params]",
+)
+@click.option(
+    "--evalsets", "evalsets_dir", type=click.Path(file_okay=False), help="Eval sets. [params]"
+)
+@click.option(
+    "--params",
+    "params_file",
+    default=PARAMS_FILE,
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Read the `export` section from here (defaults apply if the default file is absent).",
+)
+@click.pass_context
+def main(
+    ctx: click.Context,
+    source: str | None,
+    out: str,
+    limit: int | None,
+    since: str | None,
+    on_invalid: str | None,
+    evalsets_dir: str | None,
+    params_file: str,
+) -> None:
+    """Export validated traces, in (created_at, id) order, as TrainingExample JSONL.
+
+    Traces whose prompt (case-folded, whitespace collapsed) appears in an eval set are dropped.
+    The output is written to a temporary file and renamed, so it is complete or absent, and it is
+    byte-identical when the traces are. Options override the `export` section of params.yaml.
+    """
+    from tunixrt_dvc.export import export
+
+    given = ctx.get_parameter_source("params_file") != click.core.ParameterSource.DEFAULT
+    p = load_params(params_file).export if given or Path(params_file).exists() else Params().export
+    report = export(
+        source or p.source,
+        Path(out),
+        limit=limit if limit is not None else p.limit,
+        since=since if since is not None else p.since,
+        on_invalid=on_invalid or p.on_invalid,  # type: ignore[arg-type]
+        evalsets_dir=evalsets_dir or p.evalsets_dir,
+    )
+    click.echo(f"export: {report.summary()} -> {out}")

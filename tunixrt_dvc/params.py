@@ -69,7 +69,8 @@ class ModelParams(_Section):
 
 class TrainParams(_Section):
     steps: Annotated[int, Field(ge=1)] = 600
-    batch_size: Annotated[int, Field(ge=1)] = 32
+    batch_size: Annotated[int, Field(ge=1)] = 16  # packed rows per step
+    seq_len: Annotated[int, Field(ge=8)] = 256  # tokens per packed row (>= format.max_len)
     learning_rate: Annotated[float, Field(gt=0.0)] = 3e-3
     warmup_steps: Annotated[int, Field(ge=0)] = 30
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0

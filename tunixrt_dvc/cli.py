@@ -35,3 +35,7 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="tunixrt-dvc")
 def main() -> None:
     """Reproducible Gemma SFT on reasoning traces with Tunix, driven by DVC."""
+
+
+if __name__ == "__main__":
+    main()

@@ -336,6 +336,9 @@ def train(
     wall = time.perf_counter() - t0
 
     train_rows, eval_rows = log.rows("train"), log.rows("eval")
+    if eval_batches and eval_rows[-1]["step"] != trainer.train_steps:
+        # Tunix evaluates every `eval_every` steps only; the final model always gets one.
+        eval_rows.append({"step": trainer.train_steps, "eval_loss": eval_loss(model, eval_batches)})
     # The first step includes XLA compilation: leave it out of the throughput.
     timed = log.step_times[1:] or log.step_times
     tokens_per_step = params.batch_size * params.seq_len
@@ -351,6 +354,15 @@ def train(
         wall_s=wall,
     )
     return result, train_rows, eval_rows
+
+
+def eval_loss(model, batches: Sequence[dict]) -> float:
+    """Mean completion-only loss over batches, with the loss function Tunix trains with."""
+    from flax import nnx
+    from tunix.sft.peft_trainer import _default_loss_fn
+
+    step = nnx.jit(lambda m, b: _default_loss_fn(m, **model_inputs(b)))
+    return float(np.mean([float(step(model, b)) for b in batches]))
 
 
 def _eval_batches(val_examples: Sequence[Example], params: TrainParams) -> list[dict]:

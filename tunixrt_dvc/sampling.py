@@ -86,3 +86,66 @@ def _generated_length(tokens, stops: Sequence[int]) -> int:
         if int(t) in stops:
             return i + 1
     return len(tokens)
+
+
+def bench_row(ctx) -> list[dict]:
+    """Eval generation: batched against one prompt at a time, and the eval set after compile.
+
+    Uses params.yaml's model (random init from the seed: throughput does not depend on the
+    weights, and every prompt generates the full `eval.max_new_tokens`), its tokenizer in
+    data/formatted and the eval set.
+    """
+    import time
+
+    from tunixrt_dvc import model as model_lib
+    from tunixrt_dvc.evalsets import load_evalset
+    from tunixrt_dvc.formatting import render_prompt
+    from tunixrt_dvc.params import load_params
+    from tunixrt_dvc.tokenizer import Tokenizer
+
+    params = load_params()
+    tok = Tokenizer.load("data/formatted/tokenizer.model")
+    net, cfg = model_lib.build_model(
+        params.model, vocab_size=tok.vocab_size, max_len=params.train.seq_len, seed=params.seed
+    )
+    prompts = [
+        render_prompt(i.prompt, instruction=params.format.instruction)
+        for i in load_evalset(params.eval.evalset)
+    ]
+    dims = {
+        "num_layers": cfg.num_layers,
+        "num_kv_heads": cfg.num_kv_heads,
+        "head_dim": cfg.head_dim,
+        "max_new_tokens": params.eval.max_new_tokens,
+    }
+
+    def timed(batch: list[str], batch_size: int) -> float:
+        generate(net, tok, batch[:batch_size], batch_size=batch_size, **dims)  # compile
+        t0 = time.perf_counter()
+        gens = generate(net, tok, batch, batch_size=batch_size, **dims)
+        return sum(g.n_tokens for g in gens) / (time.perf_counter() - t0)
+
+    single = timed(prompts[:8], 1)
+    batched = timed(prompts, params.eval.batch_size)
+    t0 = time.perf_counter()
+    generate(net, tok, prompts, batch_size=params.eval.batch_size, **dims)
+    wall = time.perf_counter() - t0
+    return [
+        {"row": "eval", "metric": "one prompt at a time, tokens/s", "value": round(single, 1)},
+        {
+            "row": "eval",
+            "metric": f"batched ({params.eval.batch_size}), tokens/s",
+            "value": round(batched, 1),
+        },
+        {
+            "row": "eval",
+            "metric": "batched / one at a time (target >= 10)",
+            "value": round(batched / single, 1),
+        },
+        {
+            "row": "eval",
+            "metric": f"eval set ({len(prompts)} prompts) after compile, s "
+            "(target <= 15; one model)",
+            "value": round(wall, 2),
+        },
+    ]

@@ -418,3 +418,87 @@ def load_weights(model, path: Path) -> None:
     target = nnx.state(model, nnx.Param).to_pure_dict()
     restored = ocp.PyTreeCheckpointer().restore(Path(path).resolve(), item=target)
     nnx.update(model, restored)
+
+
+# --------------------------------------------------------------------------------------------
+# Benchmark rows (`tunixrt bench --rows train`).
+# --------------------------------------------------------------------------------------------
+
+
+def bench_row(ctx) -> list[dict]:
+    """The train stage's throughput against a bare jitted JAX step, measured in one run.
+
+    Same model (params.yaml's `model`), batch, optimizer and data (the format stage's output in
+    data/formatted, which must exist: run `dvc repro format`); 60 steps each.
+    """
+    import tempfile
+
+    from flax import nnx
+    from tunix.sft.peft_trainer import _default_loss_fn
+
+    from tunixrt_dvc import model as model_lib
+    from tunixrt_dvc.params import load_params
+    from tunixrt_dvc.tokenizer import Tokenizer
+
+    params = load_params()
+    data = Path("data/formatted")
+    if not (data / "train.jsonl").exists():
+        raise FileNotFoundError("data/formatted/train.jsonl: run `dvc repro format` first")
+    steps = 60
+    tp = params.train.model_copy(
+        update={"steps": steps, "eval_every": steps + 1, "checkpoint_every": steps + 1}
+    )
+    vocab = Tokenizer.load(data / "tokenizer.model").vocab_size
+    examples = load_examples(data / "train.jsonl")
+
+    def fresh():
+        return model_lib.build_model(
+            params.model, vocab_size=vocab, max_len=tp.seq_len, seed=params.seed
+        )[0]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result, _, _ = train(
+            fresh(),
+            train_examples=examples,
+            val_examples=[],
+            params=tp,
+            seed=params.seed,
+            work_dir=Path(tmp) / "w",
+            fingerprint={},
+        )
+
+    net = fresh()
+    opt = nnx.Optimizer(net, make_optimizer(tp), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(m, o, batch):
+        loss, grads = nnx.value_and_grad(lambda mm: _default_loss_fn(mm, **model_inputs(batch)))(m)
+        o.update(m, grads)
+        return loss
+
+    stream = batch_stream(examples, batch_size=tp.batch_size, seq_len=tp.seq_len, seed=params.seed)
+    step(net, opt, next(stream)).block_until_ready()  # compile
+    t0 = time.perf_counter()
+    for _ in range(steps - 1):
+        loss = step(net, opt, next(stream))
+    loss.block_until_ready()
+    bare = tp.batch_size * tp.seq_len * (steps - 1) / (time.perf_counter() - t0)
+    fraction = real_token_fraction(
+        epoch_batches(
+            examples, batch_size=tp.batch_size, seq_len=tp.seq_len, seed=params.seed, epoch=0
+        )
+    )
+    return [
+        {"row": "train", "metric": "stage tokens/s", "value": round(result.tokens_per_s, 1)},
+        {"row": "train", "metric": "bare jitted JAX step tokens/s", "value": round(bare, 1)},
+        {
+            "row": "train",
+            "metric": "stage / bare (target >= 0.95)",
+            "value": round(result.tokens_per_s / bare, 3),
+        },
+        {
+            "row": "train",
+            "metric": "real / computed tokens (target >= 0.90)",
+            "value": round(fraction, 4),
+        },
+    ]

@@ -18,6 +18,10 @@ MANIFEST = {
     "data_sha256": "d" * 64,
     "params": {"model": {"preset": "tiny"}, "format": {"recipe": "reasoning_tags"}},
     "packages": {"google-tunix": "0.1.7", "jax": "0.10.2"},
+    # What differs between identical runs stays out of the outputs.
+    "finished_at": "2026-05-07T08:50:00+00:00",
+    "timings": {"wall_s": 157.2},
+    "host": {"python": "3.11.2", "cpus": 2},
     # tokenizer_sha256, checkpoint_sha256 and device are missing on purpose: "unknown".
 }
 
@@ -152,6 +156,7 @@ def test_report_content(in_tmp) -> None:
     assert "| tokenizer sha256 | `unknown` |" in text and "| device | `unknown` |" in text
     assert "google-tunix 0.1.7" in text and '"preset": "tiny"' in text
     assert str(in_tmp) not in text
+    assert "2026-05-07" not in text and "157.2" not in text and "3.11.2" not in text
     assert "- before: `eval/before.jsonl` (sha256 `" in text
 
 
@@ -159,6 +164,9 @@ def test_outputs_are_deterministic(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     paths = _inputs(Path("."))
     assert _run(paths, Path("a")).exit_code == 0
+    # A rerun whose manifest differs only in time, timings and host gives the same bytes.
+    rerun = {**MANIFEST, "finished_at": "2026-05-08T00:00:00+00:00", "timings": {"wall_s": 1.0}}
+    paths["manifest"].write_text(json.dumps(rerun, indent=2), encoding="utf-8")
     assert _run(paths, Path("b")).exit_code == 0
     for name in ("delta_report.md", "eval_traces.jsonl"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
@@ -245,3 +253,19 @@ def test_mismatched_items_and_bad_manifest(in_tmp) -> None:
 def test_help() -> None:
     res = CliRunner().invoke(report_main, ["--help"])
     assert res.exit_code == 0 and "--n-examples" in res.output
+
+
+def test_eval_traces_import_into_a_store(in_tmp) -> None:
+    from tunixrt_dvc.cli import main as tunixrt
+
+    paths = _inputs(in_tmp)
+    assert _run(paths, in_tmp / "report").exit_code == 0
+    args = ["traces", "import", str(in_tmp / "report" / "eval_traces.jsonl")]
+    args += ["--store", f"sqlite:{in_tmp / 'store.sqlite'}"]
+    first = CliRunner().invoke(tunixrt, args)
+    assert first.exit_code == 0, first.output
+    assert "inserted 8, skipped 0" in first.output
+    # Same ids on a rerun of the report: importing again adds nothing.
+    assert _run(paths, in_tmp / "report").exit_code == 0
+    again = CliRunner().invoke(tunixrt, args)
+    assert again.exit_code == 0 and "inserted 0, skipped 8" in again.output

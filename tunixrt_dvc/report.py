@@ -77,7 +77,11 @@ def _get(d: Any, *keys: str) -> Any:
 
 
 def run_info(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """The run's identity from train/run_manifest.json; missing keys become "unknown"."""
+    """The run's identity from train/run_manifest.json; missing keys become "unknown".
+
+    Only these fields are read: the manifest also holds what differs between identical runs
+    (`finished_at`, `timings`, `host`), which must not reach the report.
+    """
     info: dict[str, Any] = {}
     for key, _ in _RUN_FIELDS:
         value = manifest.get(key)
@@ -288,11 +292,6 @@ def render_report(
         lines += ["No item got worse.", ""]
     lines += ["## Run", "", "| field | value |", "|---|---|"]
     lines += [f"| {label} | `{_cell(str(info[key]))}` |" for key, label in _RUN_FIELDS]
-    known = {k for k, _ in _RUN_FIELDS} | {"params", "packages", "model_sha256"}
-    for key in sorted(set(manifest) - known):
-        value = manifest[key]
-        if isinstance(value, str | int | float | bool) or value is None:
-            lines.append(f"| {_cell(key)} | `{_cell(str(value))}` |")
     packages = manifest.get("packages")
     lines += ["", "Packages: "]
     if isinstance(packages, Mapping) and packages:
@@ -462,13 +461,11 @@ def write_report(
     manifest = load_json(manifest_path, what="run manifest")
     inputs = {
         label: f"`{_display(p)}` (sha256 `{_sha256(p)}`)"
-        for label, p in (
-            ("before", before_path),
-            ("after", after_path),
-            ("metrics", metrics_path),
-            ("run manifest", manifest_path),
-        )
+        for label, p in (("before", before_path), ("after", after_path), ("metrics", metrics_path))
     }
+    # Not its hash: the manifest records the run's time and timings, which differ between
+    # otherwise identical runs; the fields the report uses are shown under "Run".
+    inputs["run manifest"] = f"`{_display(manifest_path)}`"
     report = render_report(
         pairs=pairs, metrics=recomputed, manifest=manifest, n_examples=n_examples, inputs=inputs
     )

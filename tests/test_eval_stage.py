@@ -1,0 +1,123 @@
+"""Eval: the sampler sees what training saw, and the stage really generates and scores."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_training import write_params
+
+from tunixrt_dvc import corpus, model, sampling
+from tunixrt_dvc.format_data import run_format
+from tunixrt_dvc.params import load_params
+from tunixrt_dvc.schemas import dumps, trace_to_example
+from tunixrt_dvc.tokenizer import Tokenizer
+
+EVALSET = Path(__file__).parent.parent / "evalsets" / "eval_v1.jsonl"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("eval")
+    examples = root / "examples.jsonl"
+    examples.write_text(
+        "".join(
+            dumps(trace_to_example(t, source="builtin")) + "\n"
+            for t in corpus.traces(n=300, seed=0)
+        )
+    )
+    params = load_params(write_params(root / "params.yaml", {"train": {"steps": 4}}))
+    run_format(examples, root / "data", params=params.format, seed=params.seed)
+    return root
+
+
+def test_sampler_prompt_tokens_equal_the_training_prefix(workdir):
+    """Training sequences are [BOS] + prompt + completion; the sampler must see [BOS] + prompt."""
+    from tunix.generate import sampler as sampler_lib
+
+    params = load_params(workdir / "params.yaml")
+    tok = Tokenizer.load(workdir / "data" / "tokenizer.model")
+    records = [json.loads(x) for x in (workdir / "data" / "train.jsonl").read_text().splitlines()]
+    net, cfg = model.build_model(params.model, vocab_size=tok.vocab_size, max_len=256, seed=0)
+    s = sampler_lib.Sampler(
+        net,
+        tok.sp,
+        sampler_lib.CacheConfig(
+            cache_size=160, num_layers=cfg.num_layers, num_kv_heads=1, head_dim=cfg.head_dim
+        ),
+    )
+    out = s(
+        [r["prompt"] for r in records[:3]],
+        max_generation_steps=4,
+        max_prompt_length=96,
+        temperature=0.0,
+        eos_tokens=[tok.end_of_turn_id, tok.eos_id],
+    )
+    for r, padded in zip(records[:3], out.padded_prompt_tokens, strict=True):
+        seen = [int(t) for t in np.asarray(padded) if t != tok.pad_id]
+        assert seen == r["ids"][: r["n_prompt"]]
+
+
+def test_generated_length_counts_up_to_the_stop_token():
+    assert sampling._generated_length([5, 6, 106, 0, 0], [106, 1]) == 3
+    assert sampling._generated_length([5, 6, 7], [106, 1]) == 3
+
+
+def test_eval_stage_generates_scores_and_writes_metrics(workdir):
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tunixrt_dvc.cli",
+            "train",
+            "--params",
+            "params.yaml",
+            "--data",
+            "data",
+        ],
+        cwd=workdir,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    params_text = (workdir / "params.yaml").read_text()
+    (workdir / "params.yaml").write_text(
+        params_text
+        + f"eval:\n  evalset: {EVALSET}\n  limit: 6\n  max_new_tokens: 24\n  batch_size: 4\n"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tunixrt_dvc.cli",
+            "eval",
+            "--params",
+            "params.yaml",
+            "--tokenizer",
+            "data/tokenizer.model",
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((workdir / "metrics" / "eval.json").read_text())
+    assert set(metrics) == {"before", "after", "delta"}
+    assert metrics["before"]["n"] == metrics["after"]["n"] == 6
+    for phase in ("before", "after"):
+        rows = [
+            json.loads(x) for x in (workdir / "eval" / f"{phase}.jsonl").read_text().splitlines()
+        ]
+        assert len(rows) == 6
+        # Really generated: a batch of 4 then a topped-up batch of 2, each up to 24 new tokens.
+        assert all(0 < r["gen_tokens"] <= 24 for r in rows)
+        assert all(isinstance(r["generation"], str) for r in rows)
+    # Before and after are different models, so at least one generation differs.
+    before = (workdir / "eval" / "before.jsonl").read_text()
+    after = (workdir / "eval" / "after.jsonl").read_text()
+    assert before != after
+    plot = json.loads((workdir / "eval" / "accuracy_by_category.json").read_text())
+    assert {r["model"] for r in plot["accuracy_by_category"]} == {"before", "after"}

@@ -10,7 +10,9 @@ from pydantic import ValidationError
 
 from tunixrt_dvc.schemas import (
     MAX_TRACE_BYTES,
+    ExampleMetadata,
     ReasoningTrace,
+    Response,
     StoredTrace,
     TraceStep,
     TrainingExample,
@@ -161,3 +163,22 @@ def test_models_are_frozen():
         t.prompt = "changed"
     with pytest.raises(ValidationError):
         TraceStep(i=0, type="t", content="c").i = 1
+
+
+def test_fast_serializer_writes_the_same_bytes_for_every_code_point():
+    # dumps() uses pydantic's serializer for the text-only models: it must escape exactly as
+    # json.dumps(ensure_ascii=False) does, for every character (surrogates cannot be in a str
+    # that came from valid UTF-8 or JSON).
+    chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    for k in range(0, len(chars), 4096):
+        text = "".join(chars[k : k + 4096])
+        e = TrainingExample(
+            id=text,
+            prompt=text,
+            response=Response(steps=[text, "x"], final_answer=text),
+            metadata=ExampleMetadata(
+                source_trace_id=text, created_at=text, tags=[text], source="jsonl"
+            ),
+        )
+        slow = json.dumps(e.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":"))
+        assert dumps(e) == slow

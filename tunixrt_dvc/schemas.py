@@ -101,9 +101,16 @@ class TrainingExample(_Strict):
 
 def dumps(model: BaseModel) -> str:
     """Stable serialization: field order, UTF-8, no whitespace; one JSONL line without `\\n`."""
+    if type(model) in _TEXT_ONLY:
+        # Same bytes as below for strings (every code point is checked in test_schemas), 3x
+        # faster; floats would differ (1e-07 vs 1e-7), and these models have none.
+        return model.model_dump_json()
     return json.dumps(
         model.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":"), allow_nan=False
     )
+
+
+_TEXT_ONLY = (TrainingExample, Response, ExampleMetadata)
 
 
 def trace_bytes(trace: ReasoningTrace) -> int:

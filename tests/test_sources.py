@@ -326,3 +326,23 @@ def test_postgres_missing_table_and_bad_url(pg_url):
     bad = pg_url.replace("/t_", "/nope_")
     with pytest.raises(Exception, match="cannot connect"):
         items(bad)
+
+
+def test_jsonl_fast_and_slow_paths_agree(tmp_path):
+    # dumps() lines are read through a fast path; the same record spelled otherwise is not.
+    s = make_stored(4)
+    fast_line = dumps(s)
+    flat_line = json.dumps(flat(4), separators=(",", ":"))
+    spaced = json.dumps(json.loads(fast_line), indent=None)  # `": "` separators: the slow path
+    for line in (fast_line, flat_line, spaced):
+        (out,) = items(write_jsonl(tmp_path / "t.jsonl", [line]))
+        assert out == s, line
+
+
+def test_jsonl_repeated_keys_are_rejected(tmp_path):
+    line = dumps(make_stored(1))[:-1] + ',"id":"other"}'
+    (out,) = items(write_jsonl(tmp_path / "t.jsonl", [line]))
+    assert isinstance(out, Rejected)
+    line = json.dumps(flat(1), separators=(",", ":"))[:-1] + ',"id":"other"}'
+    (out,) = items(write_jsonl(tmp_path / "t.jsonl", [line]))
+    assert str(out[0]).endswith("<json>: repeated key: `id` or `created_at` appears twice")

@@ -7,8 +7,10 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 from conftest import make_stored
 
+from tunixrt_dvc.cli import main as cli
 from tunixrt_dvc.errors import InvalidInput, Problem
 from tunixrt_dvc.schemas import StoredTrace, dumps
 from tunixrt_dvc.sources import open_source
@@ -120,3 +122,31 @@ def test_postgres_store_and_sqlite_store_export_the_same(pg_url, tmp_path, trace
             db.import_traces(reversed(traces))  # insertion order does not matter
     assert [dumps(t) for t in _read_back(pg_url)] == [dumps(t) for t in traces]
     assert _read_back(pg_url) == _read_back(f"sqlite:{tmp_path / 's.sqlite'}")
+
+
+def _jsonl(path, traces, extra=()):
+    path.write_text("".join(dumps(t) + "\n" for t in traces) + "".join(x + "\n" for x in extra))
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_traces_import_command(kind, tmp_path, request, traces_factory):
+    url = request.getfixturevalue("pg_url") if kind == "postgresql" else str(tmp_path / "s.db")
+    runner = CliRunner()
+    r = runner.invoke(
+        cli, ["traces", "import", _jsonl(tmp_path / "a.jsonl", traces_factory(3)), "--store", url]
+    )
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("traces import: inserted 3, skipped 0 (id already in the store)")
+    # one bad line: nothing from this file is stored, and the problem is named
+    bad = _jsonl(tmp_path / "b.jsonl", traces_factory(5), extra=['{"prompt": ""}'])
+    r = runner.invoke(cli, ["traces", "import", bad, "--store", url])
+    assert (
+        r.exit_code == 1 and f"{bad}:6: prompt: String should have at least 1 character" in r.output
+    )
+    assert len(_read_back(url if kind == "postgresql" else f"sqlite:{url}")) == 3
+    r = runner.invoke(
+        cli, ["traces", "import", _jsonl(tmp_path / "c.jsonl", traces_factory(5)), "--store", url]
+    )
+    assert "inserted 2, skipped 3" in r.output
+    assert "Usage:" in runner.invoke(cli, ["traces", "import", "--help"]).output

@@ -53,11 +53,15 @@ class ReasoningTrace(_Strict):
         stack: list[Any] = [meta]
         while stack:
             v = stack.pop()
-            if isinstance(v, float) and not math.isfinite(v):
-                raise ValueError(f"{v} is not a JSON number")
-            if isinstance(v, dict):
+            t = type(v)
+            if t is str or t is int or t is bool or v is None:  # the common case, first
+                continue
+            if t is float:
+                if not math.isfinite(v):
+                    raise ValueError(f"{v} is not a JSON number")
+            elif isinstance(v, dict):
                 stack.extend(v.values())
-            elif isinstance(v, list):
+            elif isinstance(v, list | tuple):
                 stack.extend(v)
         return meta
 

@@ -29,8 +29,8 @@ def test_synthetic_traces_are_valid_distinct_and_out_of_order():
 
 
 def test_export_row_measures_both_sources(tmp_path):
-    result = run_rows(["export"], BenchContext(sizes=(300,), workdir=tmp_path))
-    rows = result["export"]
+    ((name, rows),) = run_rows(["export"], BenchContext(sizes=(300,), workdir=tmp_path))
+    assert name == "export"
     assert [(r["source"], r["traces"]) for r in rows] == [("sqlite", 300), ("jsonl", 300)]
     for r in rows:
         assert r["seconds"] > 0 and r["cpu_s"] > 0 and r["traces_per_s"] > 0

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from tqdm import tqdm
 
 ROWS: dict[str, str] = {
     "export": "tunixrt_dvc.bench:export_row",
@@ -96,7 +97,8 @@ def _inputs(workdir: Path, n: int) -> dict[str, str]:
         conn = sqlite3.connect(tmp_db)
         with tmp_j.open("w", encoding="utf-8") as f:
             rows = []
-            for ident, at, payload in synthetic_payloads(n):
+            gen = synthetic_payloads(n)
+            for ident, at, payload in tqdm(gen, total=n, desc=f"generate {n}", disable=None):
                 f.write(f'{{"id":"{ident}","created_at":"{at}",{payload[1:]}\n')
                 rows.append((ident, at, "1.0", payload))
                 if len(rows) == 10_000:
@@ -149,12 +151,11 @@ def export_row(ctx: BenchContext) -> list[dict[str, Any]]:
 # --- the command -------------------------------------------------------------------------------
 
 
-def run_rows(names: list[str], ctx: BenchContext) -> dict[str, list[dict[str, Any]]]:
-    results = {}
+def run_rows(names: list[str], ctx: BenchContext) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """(name, rows) per row, as each finishes."""
     for name in names:
         module, attr = ROWS[name].split(":")
-        results[name] = getattr(importlib.import_module(module), attr)(ctx)
-    return results
+        yield name, getattr(importlib.import_module(module), attr)(ctx)
 
 
 def table(name: str, rows: list[dict[str, Any]]) -> str:
@@ -194,16 +195,20 @@ def main(rows: str, sizes: str, out: str, workdir: str | None) -> None:
         raise click.BadParameter(
             f"unknown rows {unknown}; known: {sorted(ROWS)}", param_hint="--rows"
         )
-    with tempfile.TemporaryDirectory(prefix="tunixrt-bench-") as tmp:
-        work = Path(workdir) if workdir else Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        results = run_rows(names, BenchContext(sizes=_ints(sizes), workdir=work))
-    for name, result in results.items():
-        click.echo(table(name, result) + "\n")
     machine = {
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
-    Path(out).write_text(json.dumps({"machine": machine, "rows": results}, indent=2) + "\n")
+    results: dict[str, list[dict[str, Any]]] = {}
+    ctx_sizes = _ints(sizes)
+    with tempfile.TemporaryDirectory(prefix="tunixrt-bench-") as tmp:
+        work = Path(workdir) if workdir else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        # Each row is printed and saved as soon as it is done: a later row failing loses nothing.
+        for name, result in run_rows(names, BenchContext(sizes=ctx_sizes, workdir=work)):
+            results[name] = result
+            click.echo(table(name, result) + "\n")
+            doc = {"machine": machine, "rows": results}
+            Path(out).write_text(json.dumps(doc, indent=2) + "\n")
     click.echo(f"wrote {out}")

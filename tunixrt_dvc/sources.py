@@ -22,6 +22,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import click
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import from_json
+from tqdm import tqdm
 
 from tunixrt_dvc.errors import InvalidInput, Problem
 from tunixrt_dvc.schemas import (
@@ -303,17 +304,21 @@ class JsonlSource(Source):
         batch: list[tuple[int | None, str | None, int, int, int]] = []
         off = 0
         index.execute("BEGIN")  # one transaction: a commit per row would cost 5x
-        for line, raw in enumerate(f, start=1):
-            start, off = off, off + len(raw)
-            raw = raw.rstrip(b"\r\n")
-            if not raw.strip():
-                continue  # blank lines (a trailing newline, for one) are not records
-            ts, ident = self._key(raw, line)
-            batch.append((ts, ident, line, start, len(raw)))
-            if len(batch) >= 10_000:
-                index.executemany("INSERT INTO idx VALUES (?,?,?,?,?)", batch)
-                batch.clear()
-        index.executemany("INSERT INTO idx VALUES (?,?,?,?,?)", batch)
+        size = os.fstat(f.fileno()).st_size
+        with tqdm(total=size, desc="index", unit="B", unit_scale=True, disable=None) as bar:
+            for line, raw in enumerate(f, start=1):
+                start, off = off, off + len(raw)
+                raw = raw.rstrip(b"\r\n")
+                if not raw.strip():
+                    continue  # blank lines (a trailing newline, for one) are not records
+                ts, ident = self._key(raw, line)
+                batch.append((ts, ident, line, start, len(raw)))
+                if len(batch) >= 10_000:
+                    index.executemany("INSERT INTO idx VALUES (?,?,?,?,?)", batch)
+                    batch.clear()
+                    bar.update(off - bar.n)
+            index.executemany("INSERT INTO idx VALUES (?,?,?,?,?)", batch)
+            bar.update(off - bar.n)
         index.execute("COMMIT")
         self._dups = {
             r[0]

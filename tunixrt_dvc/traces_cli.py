@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import click
+from tqdm import tqdm
 
 from tunixrt_dvc.errors import InvalidInput, Problem
 from tunixrt_dvc.schemas import StoredTrace
@@ -48,7 +49,8 @@ def import_(file: Path, store: str) -> None:
     source = JsonlSource(file, since=None, limit=None)
     with TraceStore.open(store) as db:
         db.create_schema()
-        result = db.import_traces(valid_or_nothing(iter(source)))
+        bar = tqdm(source, desc="import", unit=" traces", disable=None, mininterval=0.5)
+        result = db.import_traces(valid_or_nothing(iter(bar)))
     click.echo(
         f"traces import: inserted {result.inserted}, skipped {result.skipped}"
         f" (id already in the store) -> {db.name}"

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from click import ClickException
 from click.testing import CliRunner
 from conftest import make_stored
 
@@ -67,6 +68,14 @@ def test_sqlite_file_is_byte_identical_when_rebuilt(tmp_path, traces_factory):
         files.append((tmp_path / name).read_bytes())
     assert files[0] == files[1]
     assert not list(tmp_path.glob("*-journal")) and not list(tmp_path.glob("*-wal"))
+
+
+def test_sqlite_import_without_table(tmp_path, traces_factory):
+    with (
+        TraceStore.open(str(tmp_path / "t.db")) as db,
+        pytest.raises(ClickException, match="no such table"),
+    ):
+        db.import_traces(traces_factory(1))
 
 
 def test_unknown_store_url():

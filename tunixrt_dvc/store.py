@@ -16,6 +16,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import click
+
 from tunixrt_dvc.errors import InvalidInput, Problem
 from tunixrt_dvc.schemas import MAX_TRACE_BYTES, StoredTrace, dumps
 from tunixrt_dvc.sources import TABLE, connect_postgres, redact
@@ -117,8 +119,10 @@ class SqliteStore(TraceStore):
                 total += len(batch)
             inserted = conn.total_changes - before
             conn.execute("COMMIT")
-        except BaseException:
+        except BaseException as e:
             conn.execute("ROLLBACK")
+            if isinstance(e, sqlite3.OperationalError):  # no table, no unique id, locked, ...
+                raise click.ClickException(f"{self.name}: {e}") from None
             raise
         return ImportResult(inserted, total - inserted)
 

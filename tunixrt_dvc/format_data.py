@@ -1,0 +1,574 @@
+"""The `format` stage: TrainingExample JSONL -> rendered, split, tokenized examples and a tokenizer.
+
+Streaming keeps memory flat. With a tokenizer to train there are two passes over the input: the
+first validates every record and feeds the train split's texts to the trainer, the second
+validates again (the same function, so the same verdicts), encodes and writes. With a given
+tokenizer there is only the second. Records are processed in chunks by worker processes on big
+inputs, and written in input order, so the output does not depend on the number of workers.
+Everything is written to a temporary directory beside the output and renamed into place at the
+end: a failure leaves no partial output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+from array import array
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+from pydantic import ValidationError
+from tqdm import tqdm
+
+from tunixrt_dvc.errors import InvalidInput, Problem, problems_from_validation
+from tunixrt_dvc.formatting import (
+    BOS,
+    EOS,
+    PAD,
+    PROMPT_SUFFIX,
+    TURN_TOKENS,
+    example_problems,
+    find_control_tokens,
+    render_completion,
+    render_prompt,
+)
+from tunixrt_dvc.params import FormatParams
+from tunixrt_dvc.schemas import TrainingExample
+from tunixrt_dvc.tokenizer import Tokenizer, TokenizerError, train_tokenizer
+
+if TYPE_CHECKING:
+    from tunixrt_dvc.bench import BenchContext
+
+SPLITS = ("train", "val")
+TOKENIZER_FILE = "tokenizer.model"
+STATS_FILE = "stats.json"
+REJECTS_FILE = "rejects.jsonl"
+MAX_LISTED = 20  # over-long examples listed by id in stats.json
+# The control pieces of every tokenizer train_tokenizer makes (known before it is trained).
+TRAINED_CONTROL_PIECES = frozenset({PAD, EOS, BOS, *TURN_TOKENS})
+_CHUNK = 2048  # lines per task
+_POOL_MIN_BYTES = 32 << 20  # smaller inputs are processed in-process (no worker start-up)
+_IN_FLIGHT = 4  # chunks queued per worker: bounds memory
+
+
+def split_of(example_id: str, *, val_fraction: float) -> str:
+    """'train' or 'val', from a hash of the id alone: stable across seeds, runs and machines."""
+    return SPLITS[_id_hash(example_id) < val_fraction * 2**64]
+
+
+def _id_hash(example_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(example_id.encode()).digest()[:8], "big")
+
+
+def render_example(ex: TrainingExample, *, recipe: str, instruction: str) -> tuple[str, str]:
+    """(prompt text, completion text) of an example, as training and evaluation see them."""
+    prompt = render_prompt(ex.prompt, instruction=instruction)
+    return prompt, render_completion(ex.response, recipe=recipe)
+
+
+def control_layout_ok(
+    tok: Tokenizer, ids: list[int], n_prompt: int, *, suffix: list[int] | None = None
+) -> bool:
+    """Whether the control ids of an encoded example are exactly the chat template's.
+
+    BOS at 0, `<start_of_turn>` at 1, the prompt's closing `<end_of_turn>\\n<start_of_turn>model\\n`
+    and the final `<end_of_turn>`, nowhere else: nothing a field contributed opens or closes a turn.
+    """
+    suffix = tok.encode(PROMPT_SUFFIX) if suffix is None else suffix
+    at = n_prompt - len(suffix)
+    if not (
+        ids[0] == tok.bos_id
+        and ids[1] == tok.start_of_turn_id
+        and ids[at:n_prompt] == suffix
+        and ids[-1] == tok.end_of_turn_id
+    ):
+        return False
+    expected = 3 + sum(t in tok.control_ids for t in suffix)
+    return sum(ids.count(t) for t in tok.control_ids.intersection(ids)) == expected
+
+
+# --- per-record work (runs in worker processes on big inputs) ------------------------------
+
+
+@dataclass(frozen=True)
+class _Job:
+    file: str
+    recipe: str
+    instruction: str
+    val_fraction: float
+    control_pieces: frozenset[str]
+    tokenizer: bytes | None  # None: the first pass (render only, to train a tokenizer)
+
+
+class _Row(NamedTuple):
+    """What one input line became."""
+
+    line: int
+    id: str | None
+    id_hash: int | None  # None: rejected
+    problems: list[tuple[str, str]]
+    split: str = ""
+    payload: str = ""  # first pass: the text to train on; second: the output line
+    n_tokens: int = 0
+    n_completion: int = 0
+    n_unk: int = 0
+
+
+class _Worker:
+    def __init__(self, job: _Job):
+        self.job = job
+        self.tok = Tokenizer.load(job.tokenizer) if job.tokenizer is not None else None
+        self.suffix = self.tok.encode(PROMPT_SUFFIX) if self.tok else []
+
+    def rows(self, chunk: list[tuple[int, bytes]]) -> list[_Row]:
+        job, rows, texts = self.job, [], []
+        for n, raw in chunk:
+            try:
+                ex = TrainingExample.model_validate_json(raw)
+            except ValidationError as e:
+                problems = [
+                    (p.field, p.message) for p in problems_from_validation(e, file="", line=n)
+                ]
+                rows.append(_Row(n, None, None, problems))
+                continue
+            if found := example_problems(
+                ex.prompt, ex.response, recipe=job.recipe, control_pieces=job.control_pieces
+            ):
+                rows.append(_Row(n, ex.id, None, found))
+                continue
+            h = _id_hash(ex.id)
+            split = SPLITS[h < job.val_fraction * 2**64]
+            prompt, completion = render_example(ex, recipe=job.recipe, instruction=job.instruction)
+            rows.append(_Row(n, ex.id, h, [], split, prompt + completion))
+            texts.append((len(rows) - 1, ex, prompt, completion))
+        if self.tok is None:
+            return rows
+        encoded = self.tok.sp.encode([t for _, _, p, c in texts for t in (p, c)], num_threads=1)
+        for k, (i, ex, prompt, completion) in enumerate(texts):
+            rows[i] = self._encoded(rows[i], ex, prompt, completion, *encoded[2 * k : 2 * k + 2])
+        return rows
+
+    def _encoded(self, row: _Row, ex, prompt: str, completion: str, p_ids, c_ids) -> _Row:
+        tok = self.tok
+        ids = [tok.bos_id, *p_ids, *c_ids]
+        n_prompt = 1 + len(p_ids)
+        if not control_layout_ok(tok, ids, n_prompt, suffix=self.suffix):
+            msg = "the rendering encodes to control tokens outside the chat template"
+            return row._replace(id_hash=None, problems=[("<rendered>", msg)])
+        record = {
+            "id": ex.id,
+            "prompt": prompt,
+            "completion": completion,
+            "ids": ids,
+            "n_prompt": n_prompt,
+            "category": ex.metadata.tags[0] if ex.metadata.tags else None,
+        }
+        return row._replace(
+            payload=_dumps(record),
+            n_tokens=len(ids),
+            n_completion=len(c_ids),
+            n_unk=ids.count(tok.sp.unk_id()),
+        )
+
+
+_worker: _Worker | None = None
+
+
+def _init_worker(job: _Job) -> None:
+    global _worker
+    _worker = _Worker(job)
+
+
+def _work(chunk: list[tuple[int, bytes]]) -> list[_Row]:
+    assert _worker is not None
+    return _worker.rows(chunk)
+
+
+def _chunks(path: Path, desc: str) -> Iterator[list[tuple[int, bytes]]]:
+    """Chunks of (line number, bytes) of the non-blank lines, with a progress bar."""
+    with (
+        path.open("rb") as f,
+        tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=desc, disable=None) as bar,
+    ):
+        chunk: list[tuple[int, bytes]] = []
+        for n, raw in enumerate(f, start=1):
+            bar.update(len(raw))
+            if raw.strip():
+                chunk.append((n, raw))
+                if len(chunk) == _CHUNK:
+                    yield chunk
+                    chunk = []
+        if chunk:
+            yield chunk
+
+
+def _rows(path: Path, job: _Job, desc: str) -> Iterator[_Row]:
+    """Every line's `_Row`, in input order; a repeated id is refused after its first line."""
+    seen: set[int] = set()  # 64-bit id hashes: flat enough (about 60 bytes per example)
+    for row in _map(path, job, desc):
+        if row.id_hash is not None:
+            if row.id_hash in seen:
+                row = _Row(row.line, row.id, None, [("id", "duplicate: an earlier line has it")])
+            else:
+                seen.add(row.id_hash)
+        yield row
+
+
+def _map(path: Path, job: _Job, desc: str) -> Iterator[_Row]:
+    chunks = _chunks(path, desc)
+    workers = min(os.cpu_count() or 1, 8)
+    if workers < 2 or path.stat().st_size < _POOL_MIN_BYTES:
+        worker = _Worker(job)
+        for chunk in chunks:
+            yield from worker.rows(chunk)
+        return
+    # spawn: the caller may have imported JAX, whose threads make fork unsafe.
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
+        pending: deque = deque()
+        for chunk in chunks:
+            pending.append(pool.apply_async(_work, (chunk,)))
+            if len(pending) >= _IN_FLIGHT * workers:
+                yield from pending.popleft().get()
+        while pending:
+            yield from pending.popleft().get()
+
+
+# --- the stage -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Split:
+    """What was written to one split, and its token-length distribution."""
+
+    examples: int = 0
+    over_max_len: int = 0
+    over_max_len_ids: list[str] = field(default_factory=list)
+    unk_tokens: int = 0
+    tokens: array = field(default_factory=lambda: array("I"))
+    completion_tokens: array = field(default_factory=lambda: array("I"))
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "examples": self.examples,
+            "over_max_len": self.over_max_len,
+            "over_max_len_ids": self.over_max_len_ids,
+            "unk_tokens": self.unk_tokens,
+            "tokens": _distribution(self.tokens),
+            "completion_tokens": _distribution(self.completion_tokens),
+        }
+
+
+def _distribution(values: array) -> dict[str, float | int]:
+    if not values:
+        return {}
+    v = np.sort(np.frombuffer(values, dtype=np.uint32))
+
+    def rank(q: float) -> int:  # nearest rank: an actual length, the same on every machine
+        return int(v[max(0, int(np.ceil(q * len(v))) - 1)])
+
+    return {
+        "min": int(v[0]),
+        "mean": round(float(v.mean(dtype=np.float64)), 3),
+        "p50": rank(0.5),
+        "p90": rank(0.9),
+        "p99": rank(0.99),
+        "max": int(v[-1]),
+    }
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass
+class _Rejects:
+    """Refused records: raised together under on_invalid=fail, listed in rejects.jsonl on skip."""
+
+    file: str
+    on_invalid: str
+    rows: list[_Row] = field(default_factory=list)
+
+    def add(self, row: _Row) -> None:
+        self.rows.append(row)
+
+    def check(self) -> None:
+        if self.rows and self.on_invalid == "fail":
+            raise InvalidInput(
+                [Problem(self.file, r.line, f, m) for r in self.rows for f, m in r.problems]
+            )
+
+    def jsonl(self) -> str:
+        return "".join(
+            _dumps(
+                {
+                    "line": r.line,
+                    "id": r.id,
+                    "problems": [{"field": f, "message": m} for f, m in r.problems],
+                }
+            )
+            + "\n"
+            for r in self.rows
+        )
+
+
+def _param_error(params_file: str, name: str, message: str) -> InvalidInput:
+    return InvalidInput([Problem(params_file, None, f"format.{name}", message)])
+
+
+def _given_tokenizer(params: FormatParams, params_file: str) -> Tokenizer | None:
+    if params.tokenizer is None:
+        return None
+    try:
+        return Tokenizer.load(params.tokenizer)
+    except FileNotFoundError:
+        msg = f"{params.tokenizer}: not found"
+    except TokenizerError as e:
+        msg = str(e)
+    raise _param_error(params_file, "tokenizer", msg)
+
+
+def _check_counts(counts: dict[str, int], file: str, params_file: str) -> None:
+    """Both splits need examples: none at all is the input's fault, one empty the fraction's."""
+    if not any(counts.values()):
+        raise InvalidInput([Problem(file, None, "<file>", "no valid examples")])
+    for split, n in counts.items():
+        if not n:
+            raise _param_error(params_file, "val_fraction", f"the {split} split is empty")
+
+
+def run_format(
+    examples: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    params: FormatParams,
+    seed: int,
+    params_file: str = "params.yaml",
+) -> dict[str, Any]:
+    """Write train.jsonl, val.jsonl, tokenizer.model, stats.json (and rejects.jsonl on skip) to
+    `out`; returns the stats. Bad input or params raise InvalidInput and write nothing."""
+    examples, out = Path(examples), Path(out)
+    if not examples.is_file():
+        raise InvalidInput([Problem(str(examples), None, "<file>", "not found")])
+    given = _given_tokenizer(params, params_file)
+    control = given.control_pieces if given else TRAINED_CONTROL_PIECES
+    if found := find_control_tokens(params.instruction, control):
+        shown = ", ".join(repr(p) for p in dict.fromkeys(found))
+        raise _param_error(params_file, "instruction", f"contains control token(s) {shown}")
+    job = _Job(str(examples), params.recipe, params.instruction, params.val_fraction, control, None)
+
+    if given is None:
+        model = _train(examples, job, params, seed=seed, params_file=params_file)
+    else:
+        model = given.model_bytes()
+    tok = Tokenizer.load(model)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        rejects = _Rejects(str(examples), params.on_invalid)
+        splits = _write(examples, tmp, job, model, params.max_len, rejects)
+        rejects.check()
+        valid = {s: splits[s].examples + splits[s].over_max_len for s in SPLITS}
+        _check_counts(valid, str(examples), params_file)
+        for s in SPLITS:
+            if not splits[s].examples:
+                msg = f"every {s} example is longer than {params.max_len} tokens"
+                raise _param_error(params_file, "max_len", msg)
+        stats = {
+            "recipe": params.recipe,
+            "max_len": params.max_len,
+            "rejected": len(rejects.rows),
+            "splits": {s: splits[s].stats() for s in SPLITS},
+            "tokenizer": {
+                "source": "trained" if given is None else "given",
+                "vocab_size": tok.vocab_size,
+                "sha256": hashlib.sha256(model).hexdigest(),
+            },
+        }
+        (tmp / TOKENIZER_FILE).write_bytes(model)
+        if params.on_invalid == "skip":
+            (tmp / REJECTS_FILE).write_text(rejects.jsonl(), "utf-8")
+        (tmp / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n", "utf-8")
+        _replace_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return stats
+
+
+def _train(
+    examples: Path, job: _Job, params: FormatParams, *, seed: int, params_file: str
+) -> bytes:
+    """First pass: validate everything, train the tokenizer on the train split's renderings."""
+    rejects = _Rejects(job.file, params.on_invalid)
+    counts = dict.fromkeys(SPLITS, 0)
+
+    def texts() -> Iterator[str]:
+        for row in _rows(examples, job, "format: train tokenizer"):
+            if row.id_hash is None:
+                rejects.add(row)
+            else:
+                counts[row.split] += 1
+                if row.split == "train":
+                    yield row.payload
+
+    rows = texts()
+    try:
+        model, error = train_tokenizer(rows, vocab_size=params.vocab_size, seed=seed), None
+    except TokenizerError as e:
+        model, error = b"", str(e)
+    for _ in rows:  # the counts and rejects need every line, whatever the trainer read
+        pass
+    # Bad records explain an empty or odd training text better than the trainer does.
+    rejects.check()
+    _check_counts(counts, job.file, params_file)
+    if error is not None:
+        raise _param_error(params_file, "vocab_size", error)
+    return model
+
+
+def _write(
+    examples: Path, tmp: Path, job: _Job, model: bytes, max_len: int, rejects: _Rejects
+) -> dict[str, _Split]:
+    """Second pass: encode and write the splits in input order."""
+    splits = {s: _Split() for s in SPLITS}
+    job = _Job(job.file, job.recipe, job.instruction, job.val_fraction, job.control_pieces, model)
+    files = {s: (tmp / f"{s}.jsonl").open("w", encoding="utf-8", newline="\n") for s in SPLITS}
+    try:
+        for row in _rows(examples, job, "format: tokenize"):
+            if row.id_hash is None:
+                rejects.add(row)
+                continue
+            s = splits[row.split]
+            s.tokens.append(row.n_tokens)
+            s.completion_tokens.append(row.n_completion)
+            s.unk_tokens += row.n_unk
+            if row.n_tokens > max_len:  # reported and excluded, never truncated
+                s.over_max_len += 1
+                if len(s.over_max_len_ids) < MAX_LISTED:
+                    s.over_max_len_ids.append(row.id)
+                continue
+            files[row.split].write(row.payload + "\n")
+            s.examples += 1
+    finally:
+        for f in files.values():
+            f.close()
+    return splits
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move `src` to `dst`, replacing it; `dst` is never seen half-written."""
+    old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+    if dst.exists():
+        os.replace(dst, old)
+    os.replace(src, dst)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# --- benchmark -----------------------------------------------------------------------------
+
+_BENCH_CHILD = """
+import json, resource, sys, time
+from tunixrt_dvc.format_data import run_format
+from tunixrt_dvc.params import FormatParams
+def usage():
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime, s.ru_maxrss, c.ru_maxrss
+params = FormatParams.model_validate_json(sys.argv[3])
+t0, (c0, _, _) = time.perf_counter(), usage()
+stats = run_format(sys.argv[1], sys.argv[2], params=params, seed=0)
+seconds, (c1, rss, rss_workers) = time.perf_counter() - t0, usage()
+written = sum(s["examples"] + s["over_max_len"] for s in stats["splits"].values())
+print(json.dumps({"seconds": seconds, "cpu_s": c1 - c0, "rss_kb": rss,
+                  "rss_workers_kb": rss_workers, "written": written}))
+"""
+_BENCH_DISTINCT = 100_000  # distinct problems in a bench input; bigger inputs repeat them
+
+
+def _bench_input(workdir: Path, n: int) -> Path:
+    """n TrainingExample lines from the built-in corpus (distinct ids); cached in workdir."""
+    from tunixrt_dvc import corpus
+    from tunixrt_dvc.schemas import dumps, trace_to_example
+
+    path = workdir / f"format-examples-{n}.jsonl"
+    if path.exists():
+        return path
+    distinct = [
+        dumps(trace_to_example(t, source="builtin"))
+        for t in corpus.traces(n=min(n, _BENCH_DISTINCT), seed=0)
+    ]
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for i in range(n):
+            line = distinct[i % len(distinct)]
+            f.write(f'{{"id":"{i:016x}"{line[line.index(",") :]}\n')  # ids: the first key
+    os.replace(tmp, path)
+    return path
+
+
+def format_bench(ctx: BenchContext) -> list[dict[str, Any]]:
+    """`tunixrt bench` row: the format stage on ctx.sizes examples, in a fresh process each.
+
+    "given": a tokenizer is configured (validate, render, encode, write: one pass); "trained":
+    the default, which also trains a tokenizer on the train split (two passes). Peak RSS is the
+    largest process's (the stage's or a worker's), to show memory stays flat with size.
+    """
+    import subprocess
+    import sys
+
+    work = Path(ctx.workdir)
+    tokenizer = work / "format-bench-tokenizer.model"
+    out = []
+    for n in ctx.sizes:
+        examples = _bench_input(work, n)
+        if not tokenizer.exists():  # trained once, on the first inputs' head
+            with examples.open("rb") as f:
+                head = [TrainingExample.model_validate_json(line) for line in islice(f, 20_000)]
+            texts = (
+                "".join(render_example(ex, recipe="reasoning_tags", instruction="")) for ex in head
+            )
+            tokenizer.write_bytes(train_tokenizer(texts, vocab_size=512, seed=0))
+        for source in ("given", "trained"):
+            params = FormatParams(
+                max_len=1024, tokenizer=str(tokenizer) if source == "given" else None
+            )
+            dest = work / "format-out"
+            r = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    _BENCH_CHILD,
+                    str(examples),
+                    str(dest),
+                    params.model_dump_json(),
+                ],
+                capture_output=True,
+                text=True,
+            )
+            if r.returncode:
+                raise RuntimeError(f"bench format {source} {n}: {r.stderr.strip()[-2000:]}")
+            m = json.loads(r.stdout)
+            if m["written"] != n:
+                raise RuntimeError(f"bench format {source} {n}: wrote {m['written']}")
+            shutil.rmtree(dest)
+            out.append(
+                {
+                    "tokenizer": source,
+                    "examples": n,
+                    "seconds": round(m["seconds"], 2),
+                    "cpu_s": round(m["cpu_s"], 2),
+                    "examples_per_s": round(n / m["seconds"]),
+                    "peak_rss_mb": round(max(m["rss_kb"], m["rss_workers_kb"]) / 1024, 1),
+                }
+            )
+    return out

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 ROWS: dict[str, str] = {
     "export": "tunixrt_dvc.bench:export_row",
+    "format": "tunixrt_dvc.format_data:format_bench",
     "train": "tunixrt_dvc.training:bench_row",
     "eval": "tunixrt_dvc.sampling:bench_row",
 }

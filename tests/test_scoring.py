@@ -278,3 +278,33 @@ def test_read_scored_round_trip_and_errors(tmp_path) -> None:
 
     with pytest.raises(InvalidInput, match="not found"):
         read_scored(tmp_path / "missing.jsonl")
+
+
+@pytest.mark.parametrize("recipe", ["reasoning_tags", "tunix_rt", "answer_only"])
+def test_real_recipes_on_the_built_in_task(recipe: str) -> None:
+    """The corpus's own work, rendered and parsed by each recipe, scores full marks."""
+    import itertools
+
+    from tunixrt_dvc.corpus import problems
+    from tunixrt_dvc.formatting import get_recipe
+    from tunixrt_dvc.schemas import Response
+
+    r = get_recipe(recipe)
+    for k, p in enumerate(itertools.islice(problems(seed=0, split="eval"), 200)):
+        text = r.render(Response(steps=list(p.steps), final_answer=str(p.answer)))
+        item = Item(f"e{k}", p.prompt, str(p.answer), p.category, p.difficulty)
+        s = score_item(item=item, generation=text, parsed=r.parse(text), gen_tokens=1)
+        assert s.correct and s.well_formed, (recipe, text)
+        if recipe == "answer_only":
+            assert s.steps_total == 0 and not s.answer_follows
+        else:
+            n_eq = sum("=" in step for step in p.steps)  # the corpus may also restate the sum
+            assert n_eq >= 2 and s.steps_total == s.steps_correct == n_eq and s.answer_follows
+        # One wrong digit in the last column step is caught, and the answer no longer follows.
+        if recipe != "answer_only":
+            bad = list(p.steps)
+            lhs, rhs = bad[-1].rsplit("= ", 1)
+            bad[-1] = f"{lhs}= {int(rhs) + 1}"
+            text = r.render(Response(steps=bad, final_answer=str(p.answer)))
+            s = score_item(item=item, generation=text, parsed=r.parse(text), gen_tokens=1)
+            assert s.correct and s.steps_correct == n_eq - 1 and not s.answer_follows

@@ -28,6 +28,7 @@ ROWS: dict[str, str] = {
     "format": "tunixrt_dvc.format_data:format_bench",
     "train": "tunixrt_dvc.training:bench_row",
     "eval": "tunixrt_dvc.sampling:bench_row",
+    "dvc": "tunixrt_dvc.pipeline_bench:dvc_bench",
 }
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tunixrt_dvc.errors import InvalidInput, Problem
 
@@ -27,7 +28,12 @@ class CorpusParams(_Section):
 class ExportParams(_Section):
     source: str = "sqlite:data/traces.sqlite"
     limit: Annotated[int, Field(ge=1)] | None = None
-    since: str | None = None
+    since: str | None = None  # ISO-8601; an unquoted YAML date or time is taken as written
+
+    @field_validator("since", mode="before")
+    @classmethod
+    def _yaml_dates_as_text(cls, v: object) -> object:
+        return v.isoformat() if isinstance(v, date | datetime) else v
     on_invalid: Literal["fail", "skip"] = "fail"
     evalsets_dir: str = "evalsets"
 

@@ -48,3 +48,10 @@ def test_an_unquoted_yaml_date_is_read_as_written(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("export:\n  since: 2025-01-01\n")
     assert load_params(path).export.since == "2025-01-01"
+
+
+def test_real_weights_without_their_tokenizer_are_refused(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("model:\n  preset: gemma3-1b\n  checkpoint: /models/gemma\n")
+    with pytest.raises(InvalidInput, match="format.tokenizer"):
+        load_params(path)

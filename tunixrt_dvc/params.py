@@ -106,6 +106,15 @@ class Params(_Section):
     eval: EvalParams = EvalParams()
     report: ReportParams = ReportParams()
 
+    @model_validator(mode="after")
+    def _real_weights_need_their_tokenizer(self) -> Params:
+        if self.model.checkpoint and not self.format.tokenizer:
+            raise ValueError(
+                "model.checkpoint is set but format.tokenizer is not: real weights need the "
+                "tokenizer.model they were trained with (a trained one would not match them)"
+            )
+        return self
+
 
 def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
     """Line (1-based) of the deepest key of `loc` found in the YAML node tree."""

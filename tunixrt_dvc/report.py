@@ -254,8 +254,9 @@ def render_report(
     lines = [
         "# Eval delta report: before vs after fine-tuning",
         "",
-        f"{len(pairs)} eval items; model preset `{info['preset']}`, recipe `{info['recipe']}`, "
-        f"commit `{info['git_sha']}`. Before = base weights, after = the tuned checkpoint; "
+        f"{len(pairs)} eval items; model preset `{info['preset']}`, recipe `{info['recipe']}`"
+        + (f", commit `{info['git_sha']}`" if info["git_sha"] != UNKNOWN else "")
+        + ". Before = base weights, after = the tuned checkpoint; "
         "greedy decoding. Definitions: docs/eval-loop.md.",
         "",
         "## Headline",
@@ -291,7 +292,13 @@ def render_report(
     if not downs:
         lines += ["No item got worse.", ""]
     lines += ["## Run", "", "| field | value |", "|---|---|"]
-    lines += [f"| {label} | `{_cell(str(info[key]))}` |" for key, label in _RUN_FIELDS]
+    # The pipeline's manifest (train/fingerprint.json) has no git sha: this file is a DVC output
+    # and must not change with the commit; the commit is the one holding it and its dvc.lock.
+    lines += [
+        f"| {label} | `{_cell(str(info[key]))}` |"
+        for key, label in _RUN_FIELDS
+        if not (key == "git_sha" and info[key] == UNKNOWN)
+    ]
     packages = manifest.get("packages")
     lines += ["", "Packages: "]
     if isinstance(packages, Mapping) and packages:

@@ -335,7 +335,10 @@ def train(
         log.close()
     wall = time.perf_counter() - t0
 
-    train_rows, eval_rows = log.rows("train"), log.rows("eval")
+    train_rows = log.rows("train")
+    # Tunix also evaluates on entry, so a resumed run logs an extra evaluation at the step it
+    # resumed from: keep the scheduled ones, as an uninterrupted run has them.
+    eval_rows = [r for r in log.rows("eval") if r["step"] % params.eval_every == 0]
     if eval_batches and eval_rows[-1]["step"] != trainer.train_steps:
         # Tunix evaluates every `eval_every` steps only; the final model always gets one.
         eval_rows.append({"step": trainer.train_steps, "eval_loss": eval_loss(model, eval_batches)})

@@ -209,11 +209,29 @@ def test_skip_quarantines(tmp_path) -> None:
         (10, "ex00008"),
     ]
     fields = [[p["field"] for p in x["problems"]] for x in rejects]
-    assert fields[0] == ["response.steps.1"] and fields[3] == ["id"]
+    assert fields[0] == ["response.steps.1"]
+    assert rejects[3]["problems"] == [{"field": "id", "message": "repeats the id of line 9"}]
     assert "response.final_answer" in fields[2] and "response.answer" in fields[2]
     stats = json.loads((out / "stats.json").read_text())
     assert stats["rejected"] == 4
     assert sum(s["examples"] for s in stats["splits"].values()) == 46
+
+
+def test_repeated_ids(tmp_path) -> None:
+    """Any spelling of a record counts; the first line with an id wins, even an invalid one."""
+    e = json.loads(dumps(example(1)))
+    lines = [
+        dumps(example(0)),
+        json.dumps({**e, "id": "dup"}),  # 2
+        json.dumps({"prompt": "q", "id": "dup"}, indent=None),  # 3: invalid, repeats 2
+        json.dumps({**e, "id": "dup"}).replace('"dup"', r'"\u0064up"'),  # 4: "dup", escaped
+        "not json",
+        json.dumps({**e, "id": "ex00000"}, separators=(", ", ": ")),  # 6: repeats 1
+        "",
+        dumps(example(2)),
+    ]
+    path = write_examples(tmp_path / "e.jsonl", lines)
+    assert format_data._repeated_ids(path) == {3: 2, 4: 2, 6: 1}
 
 
 @pytest.mark.parametrize(

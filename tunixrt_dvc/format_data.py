@@ -11,13 +11,15 @@ end: a failure leaves no partial output.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
+import math
 import multiprocessing
 import os
 import shutil
 from array import array
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -61,11 +63,8 @@ _IN_FLIGHT = 4  # chunks queued per worker: bounds memory
 
 def split_of(example_id: str, *, val_fraction: float) -> str:
     """'train' or 'val', from a hash of the id alone: stable across seeds, runs and machines."""
-    return SPLITS[_id_hash(example_id) < val_fraction * 2**64]
-
-
-def _id_hash(example_id: str) -> int:
-    return int.from_bytes(hashlib.sha256(example_id.encode()).digest()[:8], "big")
+    h = int.from_bytes(hashlib.sha256(example_id.encode()).digest()[:8], "big")
+    return "val" if h < val_fraction * 2**64 else "train"
 
 
 def render_example(ex: TrainingExample, *, recipe: str, instruction: str) -> tuple[str, str]:
@@ -109,11 +108,10 @@ class _Job:
 
 
 class _Row(NamedTuple):
-    """What one input line became."""
+    """What one input line became: refused (problems) or accepted into a split."""
 
     line: int
     id: str | None
-    id_hash: int | None  # None: rejected
     problems: list[tuple[str, str]]
     split: str = ""
     payload: str = ""  # first pass: the text to train on; second: the output line
@@ -129,6 +127,17 @@ class _Worker:
         self.suffix = self.tok.encode(PROMPT_SUFFIX) if self.tok else []
 
     def rows(self, chunk: list[tuple[int, bytes]]) -> list[_Row]:
+        # A chunk allocates thousands of acyclic objects: the cyclic collector would scan them
+        # again and again for nothing (20% of the time).
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._rows(chunk)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _rows(self, chunk: list[tuple[int, bytes]]) -> list[_Row]:
         job, rows, texts = self.job, [], []
         for n, raw in chunk:
             try:
@@ -137,17 +146,16 @@ class _Worker:
                 problems = [
                     (p.field, p.message) for p in problems_from_validation(e, file="", line=n)
                 ]
-                rows.append(_Row(n, None, None, problems))
+                rows.append(_Row(n, None, problems))
                 continue
             if found := example_problems(
                 ex.prompt, ex.response, recipe=job.recipe, control_pieces=job.control_pieces
             ):
-                rows.append(_Row(n, ex.id, None, found))
+                rows.append(_Row(n, ex.id, found))
                 continue
-            h = _id_hash(ex.id)
-            split = SPLITS[h < job.val_fraction * 2**64]
+            split = split_of(ex.id, val_fraction=job.val_fraction)
             prompt, completion = render_example(ex, recipe=job.recipe, instruction=job.instruction)
-            rows.append(_Row(n, ex.id, h, [], split, prompt + completion))
+            rows.append(_Row(n, ex.id, [], split, prompt + completion))
             texts.append((len(rows) - 1, ex, prompt, completion))
         if self.tok is None:
             return rows
@@ -156,13 +164,21 @@ class _Worker:
             rows[i] = self._encoded(rows[i], ex, prompt, completion, *encoded[2 * k : 2 * k + 2])
         return rows
 
-    def _encoded(self, row: _Row, ex, prompt: str, completion: str, p_ids, c_ids) -> _Row:
+    def _encoded(
+        self,
+        row: _Row,
+        ex: TrainingExample,
+        prompt: str,
+        completion: str,
+        p_ids: list[int],
+        c_ids: list[int],
+    ) -> _Row:
         tok = self.tok
         ids = [tok.bos_id, *p_ids, *c_ids]
         n_prompt = 1 + len(p_ids)
         if not control_layout_ok(tok, ids, n_prompt, suffix=self.suffix):
             msg = "the rendering encodes to control tokens outside the chat template"
-            return row._replace(id_hash=None, problems=[("<rendered>", msg)])
+            return row._replace(problems=[("<rendered>", msg)])
         record = {
             "id": ex.id,
             "prompt": prompt,
@@ -210,19 +226,57 @@ def _chunks(path: Path, desc: str) -> Iterator[list[tuple[int, bytes]]]:
             yield chunk
 
 
-def _rows(path: Path, job: _Job, desc: str) -> Iterator[_Row]:
-    """Every line's `_Row`, in input order; a repeated id is refused after its first line."""
-    seen: set[int] = set()  # 64-bit id hashes: flat enough (about 60 bytes per example)
-    for row in _map(path, job, desc):
-        if row.id_hash is not None:
-            if row.id_hash in seen:
-                row = _Row(row.line, row.id, None, [("id", "duplicate: an earlier line has it")])
-            else:
-                seen.add(row.id_hash)
+def _records(path: Path, job: _Job, repeats: dict[int, int], desc: str) -> Iterator[_Row]:
+    """Every line's `_Row`, in input order, repeated ids refused (see `_repeated_ids`)."""
+    for row in _process(path, job, desc):
+        if not row.problems and (first := repeats.get(row.line)):
+            row = _Row(row.line, row.id, [("id", f"repeats the id of line {first}")])
         yield row
 
 
-def _map(path: Path, job: _Job, desc: str) -> Iterator[_Row]:
+def _repeated_ids(path: Path) -> dict[int, int]:
+    """{line: the first line with its id} for every line that repeats an earlier line's id.
+
+    A pass of its own over the ids alone keeps memory small: 20 bytes per line (a 128-bit hash
+    of the id and the line number), sorted once at the end.
+    """
+    hashes, lines = array("Q"), array("I")
+    for chunk in _chunks(path, "format: ids"):
+        for n, raw in chunk:
+            if (example_id := _id_of(raw)) is not None:
+                hashes.frombytes(hashlib.sha256(example_id.encode()).digest()[:16])
+                lines.append(n)
+    if not lines:
+        return {}
+    h = np.frombuffer(hashes, dtype=np.uint64).reshape(-1, 2)
+    order = np.lexsort((h[:, 1], h[:, 0]))  # stable: equal ids stay in line order
+    hs = h[order]
+    repeat = np.flatnonzero((hs[1:] == hs[:-1]).all(axis=1)) + 1
+    if not len(repeat):
+        return {}
+    starts = np.ones(len(hs), dtype=bool)
+    starts[repeat] = False
+    first = np.maximum.accumulate(np.where(starts, np.arange(len(hs)), 0))
+    ln = np.frombuffer(lines, dtype=np.uint32)
+    return {int(ln[order[k]]): int(ln[order[first[k]]]) for k in repeat}
+
+
+def _id_of(raw: bytes) -> str | None:
+    """A record's `id` as the schema reads it, cheaply for export's lines; None if it has none."""
+    prefix = b'{"id":"'
+    if raw.startswith(prefix):
+        end = raw.find(b'"', len(prefix))
+        if end > 0 and b"\\" not in raw[len(prefix) : end]:
+            return raw[len(prefix) : end].decode("utf-8", errors="replace")
+    try:
+        value = json.loads(raw).get("id")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _process(path: Path, job: _Job, desc: str) -> Iterator[_Row]:
+    """`_Worker.rows` over the file's chunks, in order: in worker processes on big inputs."""
     chunks = _chunks(path, desc)
     workers = min(os.cpu_count() or 1, 8)
     if workers < 2 or path.stat().st_size < _POOL_MIN_BYTES:
@@ -253,8 +307,9 @@ class _Split:
     over_max_len: int = 0
     over_max_len_ids: list[str] = field(default_factory=list)
     unk_tokens: int = 0
-    tokens: array = field(default_factory=lambda: array("I"))
-    completion_tokens: array = field(default_factory=lambda: array("I"))
+    # Histograms (length -> examples): exact percentiles in memory that does not grow with N.
+    tokens: Counter[int] = field(default_factory=Counter)
+    completion_tokens: Counter[int] = field(default_factory=Counter)
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -267,21 +322,24 @@ class _Split:
         }
 
 
-def _distribution(values: array) -> dict[str, float | int]:
-    if not values:
+def _distribution(hist: Counter[int]) -> dict[str, float | int]:
+    """min, mean, p50, p90, p99, max of a length histogram (nearest rank: actual lengths)."""
+    if not hist:
         return {}
-    v = np.sort(np.frombuffer(values, dtype=np.uint32))
+    lengths = sorted(hist)
+    below = np.cumsum([hist[k] for k in lengths])
+    n = int(below[-1])
 
-    def rank(q: float) -> int:  # nearest rank: an actual length, the same on every machine
-        return int(v[max(0, int(np.ceil(q * len(v))) - 1)])
+    def rank(q: float) -> int:
+        return lengths[int(np.searchsorted(below, max(1, math.ceil(q * n))))]
 
     return {
-        "min": int(v[0]),
-        "mean": round(float(v.mean(dtype=np.float64)), 3),
+        "min": lengths[0],
+        "mean": round(sum(k * c for k, c in hist.items()) / n, 3),
         "p50": rank(0.5),
         "p90": rank(0.9),
         "p99": rank(0.99),
-        "max": int(v[-1]),
+        "max": lengths[-1],
     }
 
 
@@ -364,9 +422,10 @@ def run_format(
         shown = ", ".join(repr(p) for p in dict.fromkeys(found))
         raise _param_error(params_file, "instruction", f"contains control token(s) {shown}")
     job = _Job(str(examples), params.recipe, params.instruction, params.val_fraction, control, None)
+    repeats = _repeated_ids(examples)
 
     if given is None:
-        model = _train(examples, job, params, seed=seed, params_file=params_file)
+        model = _train(examples, job, repeats, params, seed=seed, params_file=params_file)
     else:
         model = given.model_bytes()
     tok = Tokenizer.load(model)
@@ -377,7 +436,7 @@ def run_format(
     tmp.mkdir()
     try:
         rejects = _Rejects(str(examples), params.on_invalid)
-        splits = _write(examples, tmp, job, model, params.max_len, rejects)
+        splits = _write(examples, tmp, job, repeats, model, params.max_len, rejects)
         rejects.check()
         valid = {s: splits[s].examples + splits[s].over_max_len for s in SPLITS}
         _check_counts(valid, str(examples), params_file)
@@ -407,15 +466,21 @@ def run_format(
 
 
 def _train(
-    examples: Path, job: _Job, params: FormatParams, *, seed: int, params_file: str
+    examples: Path,
+    job: _Job,
+    repeats: dict[int, int],
+    params: FormatParams,
+    *,
+    seed: int,
+    params_file: str,
 ) -> bytes:
     """First pass: validate everything, train the tokenizer on the train split's renderings."""
     rejects = _Rejects(job.file, params.on_invalid)
     counts = dict.fromkeys(SPLITS, 0)
 
     def texts() -> Iterator[str]:
-        for row in _rows(examples, job, "format: train tokenizer"):
-            if row.id_hash is None:
+        for row in _records(examples, job, repeats, "format: train tokenizer"):
+            if row.problems:
                 rejects.add(row)
             else:
                 counts[row.split] += 1
@@ -438,20 +503,26 @@ def _train(
 
 
 def _write(
-    examples: Path, tmp: Path, job: _Job, model: bytes, max_len: int, rejects: _Rejects
+    examples: Path,
+    tmp: Path,
+    job: _Job,
+    repeats: dict[int, int],
+    model: bytes,
+    max_len: int,
+    rejects: _Rejects,
 ) -> dict[str, _Split]:
     """Second pass: encode and write the splits in input order."""
     splits = {s: _Split() for s in SPLITS}
     job = _Job(job.file, job.recipe, job.instruction, job.val_fraction, job.control_pieces, model)
     files = {s: (tmp / f"{s}.jsonl").open("w", encoding="utf-8", newline="\n") for s in SPLITS}
     try:
-        for row in _rows(examples, job, "format: tokenize"):
-            if row.id_hash is None:
+        for row in _records(examples, job, repeats, "format: tokenize"):
+            if row.problems:
                 rejects.add(row)
                 continue
             s = splits[row.split]
-            s.tokens.append(row.n_tokens)
-            s.completion_tokens.append(row.n_completion)
+            s.tokens[row.n_tokens] += 1
+            s.completion_tokens[row.n_completion] += 1
             s.unk_tokens += row.n_unk
             if row.n_tokens > max_len:  # reported and excluded, never truncated
                 s.over_max_len += 1

@@ -34,8 +34,9 @@ def test_column_steps_write_out_carries_and_borrows():
     ]
     assert borrows == 2
     steps, regroupings = corpus.mul_steps(47, 6)
-    assert steps == ["47 × 6", "7 × 6 = 42", "4 × 6 + 4 = 28", "47 × 6 = 282"]
+    assert steps == ["47 × 6", "7 × 6 = 42", "4 × 6 = 24", "24 + 4 = 28", "47 × 6 = 282"]
     assert regroupings == 2
+    assert corpus.mul_steps(23, 3) == (["23 × 3", "3 × 3 = 9", "2 × 3 = 6", "23 × 3 = 69"], 0)
 
 
 def test_difficulty_follows_the_regroupings():

@@ -2,10 +2,11 @@
 
 The work is done the way it is on paper: first the calculation with its operands aligned in
 three columns (`347 + 085`, the only step that is not an equation), then one checkable equation
-per column, ones first, carries and borrows written out (`4 + 8 + 1 = 13`, `3 - 1 + 10 - 8 = 4`,
-`4 × 6 + 4 = 28`), then the whole result (`347 + 85 = 432`). Copying the operands once, in
-reading order, and aligning them makes every later token depend on a few tokens at fixed
-distances, which is what makes multi-digit arithmetic learnable for a small model.
+per column, ones first, carries and borrows written out (`4 + 8 + 1 = 13`, `3 - 1 + 10 - 8 = 4`;
+a multiplication's carry gets a step of its own: `4 × 6 = 24`, `24 + 4 = 28`), then the whole
+result (`347 + 85 = 432`). Copying the operands once, in reading order, and aligning them makes
+every later token depend on a few tokens at fixed distances, and every equation is one small
+fact: that is what makes multi-digit arithmetic learnable for a small model.
 
 Problems are split by their *numbers*: a fixed hash of (operation, operands) reserves one key in
 eight for evaluation, so no eval problem, in any wording, can be among the training traces.
@@ -84,16 +85,18 @@ def sub_steps(a: int, b: int) -> tuple[list[str], int]:
 
 
 def mul_steps(a: int, b: int) -> tuple[list[str], int]:
-    """Two-digit by one-digit multiplication; returns the steps and the regroupings."""
+    """Two-digit by one-digit multiplication; returns the steps and the regroupings.
+
+    The carry is added in a step of its own (`4 × 6 = 24`, `24 + 4 = 28`): two small facts are
+    far easier to learn than one that multiplies and adds at once.
+    """
     ones, tens = a % 10, a // 10
     low = ones * b
     high = tens * b + low // 10
-    steps = [
-        f"{a} × {b}",
-        f"{ones} × {b} = {low}",
-        f"{tens} × {b} + {low // 10} = {high}",
-        f"{a} × {b} = {a * b}",
-    ]
+    steps = [f"{a} × {b}", f"{ones} × {b} = {low}", f"{tens} × {b} = {tens * b}"]
+    if low >= 10:
+        steps.append(f"{tens * b} + {low // 10} = {high}")
+    steps.append(f"{a} × {b} = {a * b}")
     return steps, int(low >= 10) + int(high >= 10)
 
 

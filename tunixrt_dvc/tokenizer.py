@@ -18,6 +18,7 @@ from tunixrt_dvc.formatting import (
     RECIPE_TAGS,
     START_OF_TURN,
     TURN_TOKENS,
+    UNK,
 )
 
 # The trainer records its options in the model file, the thread count included: keep it fixed so
@@ -62,7 +63,7 @@ def train_tokenizer(texts: Iterable[str], *, vocab_size: int, seed: int) -> byte
             pad_piece=PAD,
             eos_piece=EOS,
             bos_piece=BOS,
-            unk_piece="<unk>",
+            unk_piece=UNK,
             user_defined_symbols=[*TURN_TOKENS, "\n", *RECIPE_TAGS],
             add_dummy_prefix=False,
             normalization_rule_name="identity",

@@ -18,7 +18,6 @@ from tunixrt_dvc.formatting import (
     RECIPE_TAGS,
     START_OF_TURN,
     TURN_TOKENS,
-    UNK,
 )
 
 # The trainer records its options in the model file, the thread count included: keep it fixed so
@@ -63,7 +62,7 @@ def train_tokenizer(texts: Iterable[str], *, vocab_size: int, seed: int) -> byte
             pad_piece=PAD,
             eos_piece=EOS,
             bos_piece=BOS,
-            unk_piece=UNK,
+            unk_piece="<unk>",
             user_defined_symbols=[*TURN_TOKENS, "\n", *RECIPE_TAGS],
             add_dummy_prefix=False,
             normalization_rule_name="identity",

@@ -34,6 +34,7 @@ class ExportParams(_Section):
     @classmethod
     def _yaml_dates_as_text(cls, v: object) -> object:
         return v.isoformat() if isinstance(v, date | datetime) else v
+
     on_invalid: Literal["fail", "skip"] = "fail"
     evalsets_dir: str = "evalsets"
 

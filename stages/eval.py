@@ -62,14 +62,24 @@ def main(
     """
     params = load_params(params_file)
     from tunixrt_dvc import manifest, model, sampling, scoring
+    from tunixrt_dvc.errors import InvalidInput, Problem
     from tunixrt_dvc.evalsets import load_evalset
-    from tunixrt_dvc.formatting import get_recipe, render_prompt
+    from tunixrt_dvc.formatting import find_control_tokens, get_recipe, render_prompt
     from tunixrt_dvc.schemas import dumps
     from tunixrt_dvc.tokenizer import Tokenizer
     from tunixrt_dvc.training import load_weights
 
-    items = load_evalset(evalset or params.eval.evalset)[: limit or params.eval.limit]
+    evalset_path = evalset or params.eval.evalset
+    items = load_evalset(evalset_path)[: limit or params.eval.limit]
     tokenizer = Tokenizer.load(tokenizer_path)
+    # Eval prompts go through the same turn template as training: refuse control tokens in them.
+    hostile = [
+        Problem(evalset_path, n, "prompt", f"contains control token(s) {', '.join(found)}")
+        for n, it in enumerate(items, start=1)
+        if (found := find_control_tokens(it.prompt, tokenizer.control_pieces))
+    ]
+    if hostile:
+        raise InvalidInput(hostile)
     recipe = get_recipe(params.format.recipe)
     prompts = [render_prompt(it.prompt, instruction=params.format.instruction) for it in items]
     net, config = model.build_model(

@@ -121,3 +121,40 @@ def test_eval_stage_generates_scores_and_writes_metrics(workdir):
     assert before != after
     plot = json.loads((workdir / "eval" / "accuracy_by_category.json").read_text())
     assert {r["model"] for r in plot["accuracy_by_category"]} == {"before", "after"}
+
+
+def test_eval_prompts_with_control_tokens_are_refused_before_generation(workdir):
+    good = {
+        "id": "a",
+        "prompt": "Mia has 3 apples.",
+        "expected_answer": "3",
+        "category": "add",
+        "difficulty": "easy",
+    }
+    bad = {**good, "id": "b", "prompt": "Mia has<end_of_turn> 3 apples."}
+    (workdir / "hostile.jsonl").write_text("".join(json.dumps(x) + "\n" for x in (good, bad)))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tunixrt_dvc.cli",
+            "eval",
+            "--params",
+            "params.yaml",
+            "--evalset",
+            "hostile.jsonl",
+            "--tokenizer",
+            "data/tokenizer.model",
+            "--out",
+            "hostile_out",
+            "--metrics",
+            "hostile_out/metrics.json",
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "hostile.jsonl:2: prompt: contains control token(s) <end_of_turn>" in proc.stderr
+    assert not (workdir / "hostile_out").exists()

@@ -205,3 +205,16 @@ def test_missing_turn_tokens_refused() -> None:
     )
     with pytest.raises(TokenizerError, match="no piece <start_of_turn>, <end_of_turn>"):
         Tokenizer.load(out.getvalue())
+
+
+def test_training_texts_are_sampled_to_a_bounded_set():
+    from tunixrt_dvc.tokenizer import bounded_sample
+
+    small = [f"t{i}" for i in range(10)]
+    assert bounded_sample(iter(small), cap=10, seed=0) == small
+    big = (f"t{i}" for i in range(1000))
+    a = bounded_sample(big, cap=50, seed=1)
+    assert len(a) == 50 == len(set(a))
+    assert a == bounded_sample((f"t{i}" for i in range(1000)), cap=50, seed=1)
+    assert a != bounded_sample((f"t{i}" for i in range(1000)), cap=50, seed=2)
+    assert a == sorted(a, key=lambda t: int(t[1:]))  # input order kept

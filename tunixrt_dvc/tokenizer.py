@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ from tunixrt_dvc.formatting import (
 TRAINER_THREADS = 2
 # More training sentences than this are sampled (seeded): the vocabulary of templated text
 # saturates long before, and the trainer holds its sentences in memory.
-MAX_TRAINING_SENTENCES = 300_000
+MAX_TRAINING_SENTENCES = 100_000
 # Sentences longer than this (bytes) are left out of training; they are still tokenized.
 MAX_SENTENCE_BYTES = 16_384
 
@@ -45,7 +46,8 @@ def train_tokenizer(texts: Iterable[str], *, vocab_size: int, seed: int) -> byte
     bound: a corpus with fewer distinct merges gives a smaller vocabulary. Same texts and seed,
     same bytes (the model is written from memory, so it embeds no path).
     """
-    spm.set_random_generator_seed(seed)  # used only when sampling more than MAX_TRAINING_SENTENCES
+    spm.set_random_generator_seed(seed)
+    texts = bounded_sample(texts, cap=MAX_TRAINING_SENTENCES, seed=seed)
     out = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
@@ -79,6 +81,24 @@ def train_tokenizer(texts: Iterable[str], *, vocab_size: int, seed: int) -> byte
     except RuntimeError as e:
         raise TokenizerError(_training_error(str(e), vocab_size)) from None
     return out.getvalue()
+
+
+def bounded_sample(texts: Iterable[str], *, cap: int, seed: int) -> list[str]:
+    """All texts, in order, when there are at most `cap`; else a seeded uniform sample of `cap`.
+
+    SentencePiece loads everything its iterator yields before sampling, so memory would grow with
+    the corpus; a reservoir sample here keeps it flat (in input order, so small corpora are
+    passed through unchanged).
+    """
+    rng = random.Random(seed)
+    sample: list[tuple[int, str]] = []
+    for i, text in enumerate(texts):
+        if i < cap:
+            sample.append((i, text))
+        elif (j := rng.randrange(i + 1)) < cap:
+            sample[j] = (i, text)
+    sample.sort(key=lambda pair: pair[0])
+    return [text for _, text in sample]
 
 
 def _training_error(message: str, vocab_size: int) -> str:

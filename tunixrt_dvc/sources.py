@@ -13,6 +13,7 @@ import re
 import sqlite3
 import tempfile
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -103,7 +104,7 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", errors="backslashreplace")
 
 
-class Source:
+class Source(ABC):
     """Records of one source in (created_at, id) order; see the module docstring."""
 
     kind: ClassVar[SourceKind]
@@ -116,9 +117,10 @@ class Source:
         # Ids held by more than one record: set by _records before it yields its first record.
         self._dups: set[str] = set()
 
+    @abstractmethod
     def _records(self) -> Iterator[tuple[datetime | None, str, int | None, StoredTrace | Rejected]]:
         """(created_at or None, file, line, item) in order; `since` may already be applied."""
-        raise NotImplementedError
+        ...
 
     def __iter__(self) -> Iterator[StoredTrace | Rejected]:
         gen = self._records()

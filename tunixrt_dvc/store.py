@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from datetime import UTC
 from itertools import islice
@@ -46,7 +47,7 @@ def _batches(rows: Iterator[Any]) -> Iterator[list[Any]]:
         yield batch
 
 
-class TraceStore:
+class TraceStore(ABC):
     """`TraceStore.open(url)`: `sqlite:PATH` (or a path ending .sqlite/.db) or `postgresql://...`."""
 
     name: str
@@ -61,16 +62,18 @@ class TraceStore:
         msg = "a store is sqlite:PATH, PATH.sqlite, PATH.db or postgresql://..."
         raise InvalidInput([Problem(url, None, "<store>", msg)])
 
+    @abstractmethod
     def create_schema(self) -> None:
         """Create the table and its (created_at, id) index if they are not there."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def import_traces(self, traces: Iterable[StoredTrace]) -> ImportResult:
         """Insert in one transaction (all or nothing), skipping ids already in the store."""
-        raise NotImplementedError
+        ...
 
-    def close(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def close(self) -> None: ...
 
     def __enter__(self) -> TraceStore:
         return self

@@ -62,6 +62,31 @@ def test_tiny_init_is_deterministic_in_the_seed():
     assert not np.array_equal(a[0], c[0])
 
 
+def test_tiny_init_gives_every_weight_a_gradient():
+    """Tunix zero-initialises the MLP kernels (it expects a checkpoint); all-zero gate, up and down
+    kernels get zero gradients and would never train. Every weight must get a gradient."""
+    model, _ = M.build_model(ModelParams(**SMALL), vocab_size=256, max_len=32, seed=0)
+    tokens = jax.random.randint(jax.random.key(1), (2, 17), 3, 256)
+    positions = jnp.broadcast_to(jnp.arange(16), (2, 16))
+    mask = jnp.broadcast_to(jnp.tril(jnp.ones((16, 16), bool)), (2, 16, 16))
+
+    def loss(m):
+        logits, _ = m(tokens[:, :-1], positions, None, mask)
+        logp = jax.nn.log_softmax(logits)
+        return -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1).mean()
+
+    grads = nnx.grad(loss)(model)
+    dead = [
+        "/".join(map(str, path))
+        for path, g in jax.tree_util.tree_leaves_with_path(nnx.state(grads, nnx.Param))
+        if not np.any(np.asarray(g))
+    ]
+    assert dead == []
+    mlp = model.layers[0].mlp
+    for kernel in (mlp.gate_proj.kernel, mlp.up_proj.kernel, mlp.down_proj.kernel):
+        assert 0.5 < float(np.std(kernel[...])) * np.sqrt(kernel.shape[0]) < 2
+
+
 @pytest.mark.parametrize(
     ("preset", "published"),
     # Parameter counts Hugging Face lists for google/gemma-3-270m and google/gemma-3-1b-pt.

@@ -123,12 +123,30 @@ def build_model(
     """
     config = model_config(params, vocab_size=vocab_size, max_len=max_len)
     if not params.checkpoint:
-        return gemma3.Gemma3(config, rngs=nnx.Rngs(params=seed)), config
+        return random_model(config, seed=seed), config
     rows = checkpoint_num_embed(params.checkpoint)
     if rows is not None and rows != config.num_embed:
         config = dataclasses.replace(config, num_embed=rows)
     check_vocab(config, vocab_size, source=params.checkpoint)
     return load_checkpoint(params.checkpoint, config, dtype=params.dtype), config
+
+
+def random_model(config: ModelConfig, *, seed: int) -> gemma3.Gemma3:
+    """A Gemma3 with every weight drawn from `seed`, ready to train from scratch.
+
+    Tunix initialises the feed-forward kernels (gate, up, down) to zeros because it expects them
+    from a checkpoint. All three at zero get zero gradients, so a model trained from that init
+    never uses its MLPs. They get LeCun-normal kernels here instead, from a key of their own.
+    """
+    model = gemma3.Gemma3(config, rngs=nnx.Rngs(params=seed))
+    init = nnx.initializers.lecun_normal()
+    key = jax.random.fold_in(jax.random.key(seed), 0x6D6C70)  # "mlp"
+    for i, layer in enumerate(model.layers):
+        for j, name in enumerate(("gate_proj", "up_proj", "down_proj")):
+            kernel = getattr(layer.mlp, name).kernel
+            k = jax.random.fold_in(jax.random.fold_in(key, i), j)
+            kernel.set_value(init(k, kernel.shape, kernel.dtype))
+    return model
 
 
 def check_vocab(config: ModelConfig, tokenizer_vocab_size: int, *, source: str = "model") -> None:
@@ -637,7 +655,7 @@ def measure_train_throughput(
     import optax
     from tqdm import tqdm
 
-    model = gemma3.Gemma3(config, rngs=nnx.Rngs(params=seed))
+    model = random_model(config, seed=seed)
     n_params = count_params(model)
     graphdef, params = nnx.split(model, nnx.Param)
     tx = optax.adamw(1e-5, weight_decay=0.01)

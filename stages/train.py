@@ -46,8 +46,8 @@ def main(params_file: str, data_dir: str, out_dir: str, steps: int | None) -> No
       fingerprint.json   params and the hashes of data, tokenizer and weights
       run_manifest.json  the same plus git sha, device and timings (not a DVC output:
                          it differs from run to run)
-    A checkpoint left in OUT/.resume is resumed only if the same params, data and tokenizer
-    made it; otherwise training starts fresh.
+    A checkpoint left in OUT/.resume is resumed only if the same params, data, tokenizer and
+    training code made it; otherwise training starts fresh.
     """
     params = load_params(params_file)
     if steps is not None:

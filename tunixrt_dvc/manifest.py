@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import platform
@@ -25,6 +26,16 @@ PACKAGES = (
     "numpy",
 )
 
+# The code a training run executes: the train stage's code deps in dvc.yaml (a test keeps the two
+# in step). Its hash is part of the fingerprint, so a checkpoint left by other code is not resumed.
+TRAIN_CODE = (
+    "stages.train",
+    "tunixrt_dvc.training",
+    "tunixrt_dvc.model",
+    "tunixrt_dvc.manifest",
+    "tunixrt_dvc.tokenizer",
+)
+
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
@@ -40,6 +51,17 @@ def sha256_tree(root: Path) -> str:
     for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
         h.update(path.relative_to(root).as_posix().encode() + b"\0")
         h.update(sha256_file(path).encode() + b"\n")
+    return h.hexdigest()
+
+
+def code_sha256(modules: tuple[str, ...] = TRAIN_CODE) -> str:
+    """One hash over the source files of `modules` (module names and file contents)."""
+    h = hashlib.sha256()
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise ModuleNotFoundError(f"no source for module {name}")
+        h.update(name.encode() + b"\0" + sha256_file(Path(spec.origin)).encode() + b"\n")
     return h.hexdigest()
 
 
@@ -67,6 +89,7 @@ def fingerprint(params: Params, *, data_files: list[Path], tokenizer: Path) -> d
         "seed": params.seed,
         "data_sha256": data,
         "tokenizer_sha256": sha256_file(tokenizer),
+        "code_sha256": code_sha256(),
         "device": device_kind(),
         "packages": packages(),
         "params": params.model_dump(mode="json"),

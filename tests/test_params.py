@@ -23,6 +23,7 @@ def test_the_committed_params_are_valid_and_cover_every_section():
         ("seed: 0\nformat:\n  recipe: chat\n", ":3:", "format.recipe"),
         ("seed: 0\neval:\n  max_new_tokens: many\n", ":3:", "eval.max_new_tokens"),
         ("seed: 0\ntrain:\n  stepz: 5\n", ":3:", "train.stepz"),
+        ("seed: 0\ntrain:\n  compute_dtype: float16\n", ":3:", "train.compute_dtype"),
         ("seed: 0\nmodel:\n  preset: gemma3-1b\n", ":2:", "model"),
     ],
 )

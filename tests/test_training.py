@@ -38,6 +38,7 @@ SMALL = {
         "warmup_steps": 2,
         "eval_every": 6,
         "checkpoint_every": 2,
+        "compute_dtype": "bfloat16",  # as the default pipeline trains
     },
 }
 
@@ -128,6 +129,32 @@ def test_attention_stays_inside_each_packed_example(formatted):
     seg = batch["segment_ids"]
     i, j = np.nonzero(mask[0])
     assert (seg[0][i] == seg[0][j]).all() and (j <= i).all() and (seg[0][i] > 0).all()
+
+
+def test_mixed_precision_loss_is_tunix_loss_with_float32_gradients(formatted, tmp_path):
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+    from tunix.sft.peft_trainer import _default_loss_fn
+
+    from tunixrt_dvc import model
+
+    params = load_params(write_params(tmp_path / "params.yaml", {}))
+    net, _ = model.build_model(params.model, vocab_size=256, max_len=256, seed=0)
+    examples = training.load_examples(formatted / "train.jsonl")
+    batch = training.epoch_batches(examples, batch_size=4, seq_len=256, seed=0, epoch=0)[0]
+    inputs = training.model_inputs(batch)
+
+    tunix = float(_default_loss_fn(net, **inputs))
+    f32 = float(training.make_loss_fn("float32")(net, **inputs))
+    bf16 = float(training.make_loss_fn("bfloat16")(net, **inputs))
+    assert f32 == pytest.approx(tunix, rel=1e-5)
+    assert bf16 == pytest.approx(tunix, rel=2e-2) and bf16 != f32
+
+    grads = nnx.grad(lambda m: training.make_loss_fn("bfloat16")(m, **inputs))(net)
+    leaves = jax.tree.leaves(nnx.state(grads, nnx.Param))
+    assert leaves and all(g.dtype == jnp.float32 for g in leaves)
+    assert all(bool(jnp.any(g != 0)) for g in leaves)
 
 
 def test_training_learns_and_is_bit_identical(formatted, tmp_path):

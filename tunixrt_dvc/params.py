@@ -82,6 +82,8 @@ class TrainParams(_Section):
     warmup_steps: Annotated[int, Field(ge=0)] = 30
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
     grad_clip: Annotated[float, Field(gt=0.0)] = 1.0
+    # Mixed precision: the dtype of the forward/backward pass; null computes in model.dtype.
+    compute_dtype: Literal["float32", "bfloat16"] | None = None
     eval_every: Annotated[int, Field(ge=1)] = 100
     checkpoint_every: Annotated[int, Field(ge=1)] = 100
 

@@ -150,6 +150,38 @@ def model_inputs(batch: dict) -> dict:
     }
 
 
+def make_loss_fn(compute_dtype: str | None = None):
+    """Tunix's completion-only loss (`_default_loss_fn`), or its mixed-precision variant.
+
+    With `compute_dtype` set, the forward and backward passes run on a copy of the weights cast to
+    it while the optimizer keeps the weights in their own dtype (float32 master weights, bfloat16
+    matmuls); the log-softmax stays in float32.
+    """
+    from tunix.sft.peft_trainer import _default_loss_fn
+
+    if compute_dtype is None:
+        return _default_loss_fn
+
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    dtype = jnp.dtype(compute_dtype)
+
+    def loss_fn(model, input_tokens, input_mask, positions, attention_mask):
+        graphdef, weights, rest = nnx.split(model, nnx.Param, ...)
+        weights = jax.tree.map(lambda w: w.astype(dtype), weights)
+        logits, _ = nnx.merge(graphdef, weights, rest)(
+            input_tokens, positions, None, attention_mask
+        )
+        logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32))
+        target = jnp.take_along_axis(logp, input_tokens[:, 1:, None], axis=-1)[..., 0]
+        mask = input_mask[:, 1:].astype(jnp.float32)
+        return -jnp.sum(target * mask) / (jnp.sum(mask) + 1e-8)
+
+    return loss_fn
+
+
 # --------------------------------------------------------------------------------------------
 # Optimizer: AdamW, linear warmup + cosine decay, global-norm clipping; lr visible to Tunix.
 # --------------------------------------------------------------------------------------------
@@ -317,6 +349,8 @@ def train(
     )
     trainer = peft_trainer.PeftTrainer(model, make_optimizer(params), config)
     trainer = trainer.with_gen_model_input_fn(model_inputs)
+    if params.compute_dtype is not None:
+        trainer = trainer.with_loss_fn(make_loss_fn(params.compute_dtype))
     resumed_from = trainer.train_steps
     log = _StepLog(work_dir / "steps.jsonl", resumed_from)
     trainer.with_training_hooks(log.hooks)
@@ -341,7 +375,12 @@ def train(
     eval_rows = [r for r in log.rows("eval") if r["step"] % params.eval_every == 0]
     if eval_batches and eval_rows[-1]["step"] != trainer.train_steps:
         # Tunix evaluates every `eval_every` steps only; the final model always gets one.
-        eval_rows.append({"step": trainer.train_steps, "eval_loss": eval_loss(model, eval_batches)})
+        eval_rows.append(
+            {
+                "step": trainer.train_steps,
+                "eval_loss": eval_loss(model, eval_batches, params.compute_dtype),
+            }
+        )
     # The first step includes XLA compilation: leave it out of the throughput.
     timed = log.step_times[1:] or log.step_times
     tokens_per_step = params.batch_size * params.seq_len
@@ -359,12 +398,12 @@ def train(
     return result, train_rows, eval_rows
 
 
-def eval_loss(model, batches: Sequence[dict]) -> float:
-    """Mean completion-only loss over batches, with the loss function Tunix trains with."""
+def eval_loss(model, batches: Sequence[dict], compute_dtype: str | None = None) -> float:
+    """Mean completion-only loss over batches, with the loss function the run trains with."""
     from flax import nnx
-    from tunix.sft.peft_trainer import _default_loss_fn
 
-    step = nnx.jit(lambda m, b: _default_loss_fn(m, **model_inputs(b)))
+    loss_fn = make_loss_fn(compute_dtype)
+    step = nnx.jit(lambda m, b: loss_fn(m, **model_inputs(b)))
     return float(np.mean([float(step(model, b)) for b in batches]))
 
 
@@ -437,7 +476,6 @@ def bench_row(ctx) -> list[dict]:
     import tempfile
 
     from flax import nnx
-    from tunix.sft.peft_trainer import _default_loss_fn
 
     from tunixrt_dvc import model as model_lib
     from tunixrt_dvc.params import load_params
@@ -473,9 +511,11 @@ def bench_row(ctx) -> list[dict]:
     net = fresh()
     opt = nnx.Optimizer(net, make_optimizer(tp), wrt=nnx.Param)
 
+    loss_fn = make_loss_fn(tp.compute_dtype)
+
     @nnx.jit
     def step(m, o, batch):
-        loss, grads = nnx.value_and_grad(lambda mm: _default_loss_fn(mm, **model_inputs(batch)))(m)
+        loss, grads = nnx.value_and_grad(lambda mm: loss_fn(mm, **model_inputs(batch)))(m)
         o.update(m, grads)
         return loss
 

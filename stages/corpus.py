@@ -10,18 +10,12 @@ import click
 from tqdm import tqdm
 
 from tunixrt_dvc import corpus
+from tunixrt_dvc.cli import params_option
 from tunixrt_dvc.params import load_params
 
 
 @click.command()
-@click.option(
-    "--params",
-    "params_file",
-    default="params.yaml",
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="Parameters file.",
-)
+@params_option()
 @click.option("--store", help="SQLite file to create [params: corpus.store].")
 @click.option("-n", "--n-traces", type=click.IntRange(min=1), help="[params: corpus.n_traces]")
 @click.option(

@@ -6,18 +6,12 @@ from pathlib import Path
 
 import click
 
+from tunixrt_dvc.cli import params_option
 from tunixrt_dvc.params import load_params
 
 
 @click.command(name="eval")
-@click.option(
-    "--params",
-    "params_file",
-    default="params.yaml",
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="Parameters file.",
-)
+@params_option()
 @click.option("--evalset", type=click.Path(dir_okay=False), help="[params: eval.evalset]")
 @click.option(
     "--tokenizer",

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from tunixrt_dvc.params import PARAMS_FILE, Params, load_params
+from tunixrt_dvc.cli import params_option
+from tunixrt_dvc.params import Params, load_params
 
 
 @click.command()
@@ -24,13 +25,8 @@ from tunixrt_dvc.params import PARAMS_FILE, Params, load_params
 @click.option(
     "--evalsets", "evalsets_dir", type=click.Path(file_okay=False), help="Eval sets. [params]"
 )
-@click.option(
-    "--params",
-    "params_file",
-    default=PARAMS_FILE,
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="Read the `export` section from here (defaults apply if the default file is absent).",
+@params_option(
+    "Read the `export` section from here (defaults apply if the default file is absent)."
 )
 @click.pass_context
 def main(

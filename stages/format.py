@@ -5,10 +5,11 @@ from __future__ import annotations
 import click
 from pydantic import ValidationError
 
+from tunixrt_dvc.cli import params_option
 from tunixrt_dvc.errors import InvalidInput, Problem
 from tunixrt_dvc.format_data import run_format
 from tunixrt_dvc.formatting import RECIPES
-from tunixrt_dvc.params import PARAMS_FILE, FormatParams, load_params
+from tunixrt_dvc.params import FormatParams, load_params
 
 
 @click.command()
@@ -25,14 +26,7 @@ from tunixrt_dvc.params import PARAMS_FILE, FormatParams, load_params
     type=click.Path(file_okay=False),
     help="Output directory: train.jsonl, val.jsonl, tokenizer.model, stats.json.",
 )
-@click.option(
-    "--params",
-    "params_file",
-    default=PARAMS_FILE,
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="params.yaml to read `format.*` and `seed` from.",
-)
+@params_option("params.yaml to read `format.*` and `seed` from.")
 @click.option("--recipe", type=click.Choice(sorted(RECIPES)), help="[params: format.recipe]")
 @click.option(
     "--instruction", help="Top of every user turn; '' for none [params: format.instruction]"

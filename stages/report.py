@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from tunixrt_dvc.params import PARAMS_FILE, load_params
+from tunixrt_dvc.cli import params_option
+from tunixrt_dvc.params import load_params
 from tunixrt_dvc.report import write_report
 
 
@@ -47,14 +48,7 @@ from tunixrt_dvc.report import write_report
     type=click.Path(file_okay=False),
     help="Output directory.",
 )
-@click.option(
-    "--params",
-    "params_file",
-    default=PARAMS_FILE,
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="params.yaml to read `report.*` from.",
-)
+@params_option("params.yaml to read `report.*` from.")
 @click.option(
     "--n-examples",
     type=click.IntRange(min=0),

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 
 import click
+
+from tunixrt_dvc.params import PARAMS_FILE
 
 # Commands are imported on use, so `tunixrt export --help` does not pay for importing JAX.
 COMMANDS = {
@@ -17,6 +20,18 @@ COMMANDS = {
     "traces": "tunixrt_dvc.traces_cli:traces",
     "bench": "tunixrt_dvc.bench:main",
 }
+
+
+def params_option(help: str = "Parameters file.") -> Callable:
+    """The `--params FILE` option every stage takes (into the `params_file` argument)."""
+    return click.option(
+        "--params",
+        "params_file",
+        default=PARAMS_FILE,
+        show_default=True,
+        type=click.Path(dir_okay=False),
+        help=help,
+    )
 
 
 class LazyGroup(click.Group):

@@ -33,6 +33,12 @@ def workdir(tmp_path_factory) -> Path:
     return root
 
 
+def tunixrt(cwd: Path, command: str, *args: str, timeout: float = 600):
+    """`tunixrt COMMAND --params params.yaml ARGS` in `cwd`, output captured as text."""
+    cmd = [sys.executable, "-m", "tunixrt_dvc.cli", command, "--params", "params.yaml", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
 def test_sampler_prompt_tokens_equal_the_training_prefix(workdir):
     """Training sequences are [BOS] + prompt + completion; the sampler must see [BOS] + prompt."""
     from tunix.generate import sampler as sampler_lib
@@ -66,43 +72,14 @@ def test_generated_length_counts_up_to_the_stop_token():
 
 
 def test_eval_stage_generates_scores_and_writes_metrics(workdir):
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tunixrt_dvc.cli",
-            "train",
-            "--params",
-            "params.yaml",
-            "--data",
-            "data",
-        ],
-        cwd=workdir,
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
+    trained = tunixrt(workdir, "train", "--data", "data")
+    assert trained.returncode == 0, trained.stderr
     params_text = (workdir / "params.yaml").read_text()
     (workdir / "params.yaml").write_text(
         params_text
         + f"eval:\n  evalset: {EVALSET}\n  limit: 6\n  max_new_tokens: 24\n  batch_size: 4\n"
     )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tunixrt_dvc.cli",
-            "eval",
-            "--params",
-            "params.yaml",
-            "--tokenizer",
-            "data/tokenizer.model",
-        ],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = tunixrt(workdir, "eval", "--tokenizer", "data/tokenizer.model")
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((workdir / "metrics" / "eval.json").read_text())
     assert set(metrics) == {"before", "after", "delta"}
@@ -133,26 +110,17 @@ def test_eval_prompts_with_control_tokens_are_refused_before_generation(workdir)
     }
     bad = {**good, "id": "b", "prompt": "Mia has<end_of_turn> 3 apples."}
     (workdir / "hostile.jsonl").write_text("".join(json.dumps(x) + "\n" for x in (good, bad)))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tunixrt_dvc.cli",
-            "eval",
-            "--params",
-            "params.yaml",
-            "--evalset",
-            "hostile.jsonl",
-            "--tokenizer",
-            "data/tokenizer.model",
-            "--out",
-            "hostile_out",
-            "--metrics",
-            "hostile_out/metrics.json",
-        ],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
+    proc = tunixrt(
+        workdir,
+        "eval",
+        "--evalset",
+        "hostile.jsonl",
+        "--tokenizer",
+        "data/tokenizer.model",
+        "--out",
+        "hostile_out",
+        "--metrics",
+        "hostile_out/metrics.json",
         timeout=300,
     )
     assert proc.returncode != 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import yaml
@@ -25,7 +24,6 @@ def test_code_hash_changes_with_the_source(tmp_path, monkeypatch):
     assert manifest.code_sha256(("fp_probe",)) == before
     (tmp_path / "fp_probe.py").write_text("STEP = 2\n")
     assert manifest.code_sha256(("fp_probe",)) != before
-    sys.modules.pop("fp_probe", None)
 
 
 def test_fingerprint_holds_the_training_code_hash(tmp_path):

@@ -151,7 +151,8 @@ def test_mixed_precision_loss_is_tunix_loss_with_float32_gradients(formatted, tm
     assert f32 == pytest.approx(tunix, rel=1e-5)
     assert bf16 == pytest.approx(tunix, rel=2e-2) and bf16 != f32
 
-    grads = nnx.grad(lambda m: training.make_loss_fn("bfloat16")(m, **inputs))(net)
+    # Called as Tunix's train step calls it: nnx.value_and_grad(loss_fn)(model, **inputs).
+    _, grads = nnx.value_and_grad(training.make_loss_fn("bfloat16"))(net, **inputs)
     leaves = jax.tree.leaves(nnx.state(grads, nnx.Param))
     assert leaves and all(g.dtype == jnp.float32 for g in leaves)
     assert all(bool(jnp.any(g != 0)) for g in leaves)

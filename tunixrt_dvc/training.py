@@ -168,6 +168,9 @@ def make_loss_fn(compute_dtype: str | None = None):
 
     dtype = jnp.dtype(compute_dtype)
 
+    # Tunix's formula with gathered targets: wrapping the cast model so that `_default_loss_fn`
+    # gets float32 logits works too, but its one-hot targets made the step 3% slower here.
+    # Named arguments: nnx.value_and_grad maps keyword arguments to positions by name.
     def loss_fn(model, input_tokens, input_mask, positions, attention_mask):
         graphdef, weights, rest = nnx.split(model, nnx.Param, ...)
         weights = jax.tree.map(lambda w: w.astype(dtype), weights)
@@ -349,8 +352,7 @@ def train(
     )
     trainer = peft_trainer.PeftTrainer(model, make_optimizer(params), config)
     trainer = trainer.with_gen_model_input_fn(model_inputs)
-    if params.compute_dtype is not None:
-        trainer = trainer.with_loss_fn(make_loss_fn(params.compute_dtype))
+    trainer = trainer.with_loss_fn(make_loss_fn(params.compute_dtype))
     resumed_from = trainer.train_steps
     log = _StepLog(work_dir / "steps.jsonl", resumed_from)
     trainer.with_training_hooks(log.hooks)

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
 from tqdm import tqdm
 
-from tunixrt_dvc import corpus
-from tunixrt_dvc.cli import params_option
+from tunixrt_dvc.cli import Command, params_option
+from tunixrt_dvc.io import atomic_write, atomic_write_with
 from tunixrt_dvc.params import load_params
+from tunixrt_dvc.task import corpus
 
 
-@click.command()
+@click.command(cls=Command)
 @params_option()
 @click.option("--store", help="SQLite file to create [params: corpus.store].")
 @click.option("-n", "--n-traces", type=click.IntRange(min=1), help="[params: corpus.n_traces]")
@@ -31,28 +31,24 @@ def main(
 
     The store is rebuilt from scratch, so the file is byte-identical for the same params.
     """
-    from tunixrt_dvc.store import TraceStore
+    from tunixrt_dvc.traces.sqlite import SqliteStore
 
     params = load_params(params_file)
     n = n_traces or params.corpus.n_traces
     if write_evalset:
         items = corpus.eval_items(n=n, seed=params.seed)
-        tmp = Path(write_evalset + ".tmp")
-        tmp.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in items), "utf-8")
-        os.replace(tmp, write_evalset)
+        atomic_write(
+            write_evalset, "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in items)
+        )
         click.echo(f"wrote {len(items)} eval items to {write_evalset}")
         return
     path = Path(store or params.corpus.store)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    db = TraceStore.open(f"sqlite:{tmp}")
-    db.create_schema()
-    result = db.import_traces(
-        tqdm(
-            corpus.traces(n=n, seed=params.seed), total=n, desc="corpus", unit="trace", disable=None
-        )
-    )
-    db.close()
-    os.replace(tmp, path)
-    click.echo(f"wrote {result.inserted} traces to {path}")
+
+    def build(tmp: Path) -> None:  # an empty file is an empty SQLite database
+        with SqliteStore(tmp) as db:
+            db.create_schema()
+            traces = corpus.traces(n=n, seed=params.seed)
+            db.import_traces(tqdm(traces, total=n, desc="corpus", unit="trace", disable=None))
+
+    atomic_write_with(path, build)
+    click.echo(f"wrote {n} traces to {path}")

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from tunixrt_dvc.cli import params_option
-from tunixrt_dvc.params import Params, load_params
+from tunixrt_dvc.cli import Command, params_option
+from tunixrt_dvc.params import load_params
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option("--source", help="jsonl:PATH, sqlite:PATH, postgresql://..., ungar:... [params]")
 @click.option(
     "--out", required=True, type=click.Path(dir_okay=False), help="TrainingExample JSONL to write."
@@ -25,12 +25,8 @@ from tunixrt_dvc.params import Params, load_params
 @click.option(
     "--evalsets", "evalsets_dir", type=click.Path(file_okay=False), help="Eval sets. [params]"
 )
-@params_option(
-    "Read the `export` section from here (defaults apply if the default file is absent)."
-)
-@click.pass_context
+@params_option("Read the `export` section from here.")
 def main(
-    ctx: click.Context,
     source: str | None,
     out: str,
     limit: int | None,
@@ -45,10 +41,9 @@ def main(
     The output is written to a temporary file and renamed, so it is complete or absent, and it is
     byte-identical when the traces are. Options override the `export` section of params.yaml.
     """
-    from tunixrt_dvc.export import export
+    from tunixrt_dvc.traces.export import export
 
-    given = ctx.get_parameter_source("params_file") != click.core.ParameterSource.DEFAULT
-    p = load_params(params_file).export if given or Path(params_file).exists() else Params().export
+    p = load_params(params_file).export
     report = export(
         source or p.source,
         Path(out),

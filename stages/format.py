@@ -5,14 +5,14 @@ from __future__ import annotations
 import click
 from pydantic import ValidationError
 
-from tunixrt_dvc.cli import params_option
+from tunixrt_dvc.cli import Command, params_option
 from tunixrt_dvc.errors import InvalidInput, Problem
-from tunixrt_dvc.format_data import run_format
-from tunixrt_dvc.formatting import RECIPES
 from tunixrt_dvc.params import FormatParams, load_params
+from tunixrt_dvc.text.dataset import run_format
+from tunixrt_dvc.text.recipes import RECIPES
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option(
     "--examples",
     required=True,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from tunixrt_dvc.cli import params_option
+from tunixrt_dvc.cli import Command, params_option
 from tunixrt_dvc.params import load_params
-from tunixrt_dvc.report import write_report
+from tunixrt_dvc.report.write import write_report
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option(
     "--before",
     "before",

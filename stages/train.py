@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from tunixrt_dvc.cli import params_option
+from tunixrt_dvc.cli import Command, params_option
 from tunixrt_dvc.params import load_params
 
 
-@click.command()
+@click.command(cls=Command)
 @params_option()
 @click.option(
     "--data",
@@ -34,10 +34,11 @@ def main(params_file: str, data_dir: str, out_dir: str, steps: int | None) -> No
 
     \b
     Writes, under OUT:
-      model/             the trained weights (orbax PyTree checkpoint)
-      metrics.json       final losses, real-token fraction (kept in git)
-      plots/*.tsv        loss, grad norm and learning rate per step; eval loss
-      fingerprint.json   params and the hashes of data, tokenizer and weights
+      model/             the trained model: config.json (preset, architecture, base) and
+                         weights/ (an orbax PyTree checkpoint)
+      metrics.json       final losses and counts (DVCLive's summary, updated every step)
+      plots/metrics/     loss, grad norm and learning rate per step; eval loss (DVCLive)
+      fingerprint.json   params and the hashes of data, tokenizer, code and weights
       run_manifest.json  the same plus git sha, device and timings (not a DVC output:
                          it differs from run to run)
     A checkpoint left in OUT/.resume is resumed only if the same params, data, tokenizer and
@@ -48,31 +49,40 @@ def main(params_file: str, data_dir: str, out_dir: str, steps: int | None) -> No
         params = params.model_copy(
             update={"train": params.train.model_copy(update={"steps": steps})}
         )
-    if params.train.seq_len < params.format.max_len:
-        raise click.UsageError(
-            f"{params_file}: train.seq_len ({params.train.seq_len}) must be >= format.max_len "
-            f"({params.format.max_len}): every example must fit one packed row"
-        )
 
-    from tunixrt_dvc import manifest, model, training
-    from tunixrt_dvc.tokenizer import Tokenizer
+    from dvclive import Live
+
+    from tunixrt_dvc import provenance
+    from tunixrt_dvc.codegraph import stage_entries
+    from tunixrt_dvc.io import sha256_tree, write_json
+    from tunixrt_dvc.model.build import build_model
+    from tunixrt_dvc.model.config import ModelCard
+    from tunixrt_dvc.model.size import count_params
+    from tunixrt_dvc.model.weights import save_model
+    from tunixrt_dvc.sft.trainer import train
+    from tunixrt_dvc.text.packing import load_examples
+    from tunixrt_dvc.text.tokenizer import Tokenizer
 
     data, out = Path(data_dir), Path(out_dir)
     tokenizer = Tokenizer.load(data / "tokenizer.model")
-    train_examples = training.load_examples(data / "train.jsonl")
-    val_examples = training.load_examples(data / "val.jsonl")
-    net, config = model.build_model(
+    train_examples = load_examples(data / "train.jsonl")
+    val_examples = load_examples(data / "val.jsonl")
+    net, config = build_model(
         params.model,
         vocab_size=tokenizer.vocab_size,
         max_len=params.train.seq_len,
         seed=params.seed,
     )
-    fingerprint = manifest.fingerprint(
+    fingerprint = provenance.fingerprint(
         params,
         data_files=[data / "train.jsonl", data / "val.jsonl"],
         tokenizer=data / "tokenizer.model",
+        code=stage_entries("train"),
     )
-    result, train_rows, eval_rows = training.train(
+    # DVCLive writes metrics.json and plots/ under OUT as training goes (`dvc exp show` reads
+    # them during a run); the pipeline's dvc.yaml declares them, so DVCLive writes none.
+    live = Live(dir=str(out), save_dvc_exp=False, dvcyaml=None)
+    result = train(
         net,
         train_examples=train_examples,
         val_examples=val_examples,
@@ -80,30 +90,21 @@ def main(params_file: str, data_dir: str, out_dir: str, steps: int | None) -> No
         seed=params.seed,
         work_dir=out / ".resume",
         fingerprint=fingerprint,
+        live=live,
     )
+    live.summary["train"]["loss_first"] = result.train_loss_first
+    live.summary["train"]["real_token_fraction"] = round(result.real_token_fraction, 4)
+    if result.eval_loss_first is not None:
+        live.summary["eval"]["loss_first"] = result.eval_loss_first
+    live.summary["params_count"] = count_params(net)
+    live.make_summary()
 
-    training.save_weights(net, out / "model")
-    fingerprint["checkpoint_sha256"] = manifest.sha256_tree(out / "model")
-    plots = out / "plots"
-    plots.mkdir(parents=True, exist_ok=True)
-    manifest.write_tsv(plots / "loss.tsv", train_rows)
-    manifest.write_tsv(plots / "eval_loss.tsv", eval_rows)
-    manifest.write_json(
-        out / "metrics.json",
-        {
-            "steps": result.steps,
-            "train_loss_first": round(result.train_loss_first, 4),
-            "train_loss_last": round(result.train_loss_last, 4),
-            "eval_loss_first": _round(result.eval_loss_first),
-            "eval_loss_last": _round(result.eval_loss_last),
-            "real_token_fraction": round(result.real_token_fraction, 4),
-            "params_count": model.count_params(net),
-        },
-    )
-    manifest.write_json(out / "fingerprint.json", fingerprint)
-    manifest.write_json(
+    save_model(net, ModelCard.of(config, params.model, seed=params.seed), out / "model")
+    fingerprint["checkpoint_sha256"] = sha256_tree(out / "model")
+    write_json(out / "fingerprint.json", fingerprint)
+    write_json(
         out / "run_manifest.json",
-        manifest.run_manifest(
+        provenance.run_manifest(
             fingerprint,
             timings={
                 "wall_s": round(result.wall_s, 2),
@@ -118,7 +119,3 @@ def main(params_file: str, data_dir: str, out_dir: str, steps: int | None) -> No
         f"{result.eval_loss_last}, {result.tokens_per_s:.0f} tokens/s, "
         f"real-token fraction {result.real_token_fraction:.3f}"
     )
-
-
-def _round(x: float | None) -> float | None:
-    return None if x is None else round(x, 4)

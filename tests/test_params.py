@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from support.params import write_params
 
 from tunixrt_dvc.errors import InvalidInput
 from tunixrt_dvc.params import Params, load_params
@@ -46,13 +47,31 @@ def test_malformed_yaml_and_missing_file_are_reported(tmp_path):
 
 
 def test_an_unquoted_yaml_date_is_read_as_written(tmp_path):
-    path = tmp_path / "params.yaml"
-    path.write_text("export:\n  since: 2025-01-01\n")
+    path = write_params(tmp_path / "params.yaml")
+    path.write_text(path.read_text().replace("since: null", "since: 2025-01-01"))
     assert load_params(path).export.since == "2025-01-01"
 
 
 def test_real_weights_without_their_tokenizer_are_refused(tmp_path):
-    path = tmp_path / "params.yaml"
-    path.write_text("model:\n  preset: gemma3-1b\n  checkpoint: /models/gemma\n")
+    path = write_params(
+        tmp_path / "params.yaml", {"model": {"preset": "gemma3-1b", "checkpoint": "/models/gemma"}}
+    )
     with pytest.raises(InvalidInput, match="format.tokenizer"):
         load_params(path)
+
+
+def test_every_key_is_required_so_params_yaml_holds_every_default(tmp_path):
+    path = write_params(tmp_path / "params.yaml")
+    path.write_text(path.read_text().replace("  warmup_steps: 30\n", ""))
+    with pytest.raises(InvalidInput) as err:
+        load_params(path)
+    assert f"{path}:" in err.value.message and "train.warmup_steps: Field required" in str(
+        err.value
+    )
+
+
+def test_rows_shorter_than_the_longest_example_are_refused_before_any_compute(tmp_path):
+    path = write_params(tmp_path / "params.yaml", {"train": {"seq_len": 64}})
+    with pytest.raises(InvalidInput) as err:
+        load_params(path)
+    assert "train.seq_len: must be >= format.max_len" in err.value.message

@@ -1,12 +1,18 @@
-"""`tunixrt`: every DVC stage as a command, plus trace-store tools and the benchmark."""
+"""`tunixrt`: every DVC stage as a command, plus trace-store tools and the benchmark.
+
+The library raises plain exceptions (`tunixrt_dvc.errors`); this is the one place that turns them
+into click errors: a message on stderr and the error's exit status.
+"""
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from typing import Any
 
 import click
 
+from tunixrt_dvc.errors import TunixrtError
 from tunixrt_dvc.params import PARAMS_FILE
 
 # Commands are imported on use, so `tunixrt export --help` does not pay for importing JAX.
@@ -17,9 +23,35 @@ COMMANDS = {
     "train": "stages.train:main",
     "eval": "stages.eval:main",
     "report": "stages.report:main",
-    "traces": "tunixrt_dvc.traces_cli:traces",
-    "bench": "tunixrt_dvc.bench:main",
+    "traces": "tunixrt_dvc.traces.cli:traces",
+    "bench": "tunixrt_dvc.bench.cli:main",
 }
+
+
+class _LibraryError(click.ClickException):
+    def __init__(self, error: TunixrtError):
+        super().__init__(str(error))
+        self.exit_code = error.exit_code
+
+
+class _ReportsLibraryErrors:
+    """Mixin for click commands: library errors become click errors with their exit status."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)  # type: ignore[misc]
+        except TunixrtError as e:
+            raise _LibraryError(e) from None
+
+
+class Command(_ReportsLibraryErrors, click.Command):
+    """A `tunixrt` command (`@click.command(cls=Command)`)."""
+
+
+class Group(_ReportsLibraryErrors, click.Group):
+    """A `tunixrt` group of commands; its subcommands are `Command`s."""
+
+    command_class = Command
 
 
 def params_option(help: str = "Parameters file.") -> Callable:
@@ -34,7 +66,7 @@ def params_option(help: str = "Parameters file.") -> Callable:
     )
 
 
-class LazyGroup(click.Group):
+class LazyGroup(Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
 

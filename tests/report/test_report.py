@@ -1,0 +1,272 @@
+"""The report stage: delta_report.md, eval_traces.jsonl, determinism and bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from support.params import write_params
+
+from stages.report import main as report_main
+from tunixrt_dvc.task.scoring import ScoredItem, eval_metrics
+from tunixrt_dvc.traces.schemas import StoredTrace, dumps
+
+MANIFEST = {
+    "git_sha": "0123456789abcdef0123456789abcdef01234567",
+    "seed": 0,
+    "data_sha256": "d" * 64,
+    "params": {"model": {"preset": "tiny"}, "format": {"recipe": "reasoning_tags"}},
+    "packages": {"google-tunix": "0.1.7", "jax": "0.10.2"},
+    # What differs between identical runs stays out of the outputs.
+    "finished_at": "2026-05-07T08:50:00+00:00",
+    "timings": {"wall_s": 157.2},
+    "host": {"python": "3.11.2", "cpus": 2},
+    # tokenizer_sha256, checkpoint_sha256 and device are missing on purpose: "unknown".
+}
+
+
+def _item(
+    i: int,
+    *,
+    category: str,
+    difficulty: str,
+    generation: str,
+    steps: list[str],
+    answer: str | None,
+    expected: str,
+    correct: bool,
+    follows: bool,
+    ok_steps: int,
+    well_formed: bool = True,
+) -> ScoredItem:
+    n_eq = sum("=" in s for s in steps)
+    return ScoredItem(
+        id=f"eval_v1-{i:04d}",
+        prompt=f"Question {i}: what is the total?",
+        category=category,
+        difficulty=difficulty,
+        expected_answer=expected,
+        generation=generation,
+        steps=steps,
+        answer=answer,
+        correct=correct,
+        well_formed=well_formed,
+        steps_total=n_eq,
+        steps_correct=ok_steps,
+        answer_follows=follows,
+        gen_tokens=len(generation.split()) + 1,
+    )
+
+
+def _gen(steps: list[str], answer: str) -> str:
+    return "<reasoning>" + "\n".join(steps) + "</reasoning><answer>" + answer + "</answer>"
+
+
+def _pairs() -> tuple[list[ScoredItem], list[ScoredItem]]:
+    good = ["7 + 5 = 12", "4 + 8 + 1 = 13", "347 + 285 = 632"]
+    before = [
+        _item(0, category="add", difficulty="hard", generation="", steps=[], answer=None,
+              expected="632", correct=False, follows=False, ok_steps=0, well_formed=False),
+        _item(1, category="sub", difficulty="easy", generation="7 7 7 | <end>", steps=[],
+              answer=None, expected="4", correct=False, follows=False, ok_steps=0,
+              well_formed=False),
+        _item(2, category="mul", difficulty="medium", generation=_gen(["7 × 6 = 42"], "42"),
+              steps=["7 × 6 = 42"], answer="42", expected="42", correct=True, follows=True,
+              ok_steps=1),
+        _item(3, category="two_step", difficulty="medium", generation=_gen(["4 × 6 = 25"], "25"),
+              steps=["4 × 6 = 25"], answer="25", expected="28", correct=False, follows=False,
+              ok_steps=0),
+    ]  # fmt: skip
+    after = [
+        _item(0, category="add", difficulty="hard", generation=_gen(good, "632"), steps=good,
+              answer="632", expected="632", correct=True, follows=True, ok_steps=3),
+        _item(1, category="sub", difficulty="easy", generation=_gen(["5 - 1 = 4"], "4"),
+              steps=["5 - 1 = 4"], answer="4", expected="4", correct=True, follows=True,
+              ok_steps=1),
+        _item(2, category="mul", difficulty="medium", generation=_gen(["7 × 6 = 48"], "48"),
+              steps=["7 × 6 = 48"], answer="48", expected="42", correct=False, follows=False,
+              ok_steps=0),
+        _item(3, category="two_step", difficulty="medium", generation=_gen(["4 × 6 = 24"], "24"),
+              steps=["4 × 6 = 24"], answer="24", expected="28", correct=False, follows=True,
+              ok_steps=1),
+    ]  # fmt: skip
+    return before, after
+
+
+def _inputs(tmp_path: Path, *, n_examples: int = 2) -> dict[str, Path]:
+    before, after = _pairs()
+    paths = {
+        "before": tmp_path / "eval" / "before.jsonl",
+        "after": tmp_path / "eval" / "after.jsonl",
+        "metrics": tmp_path / "metrics" / "eval.json",
+        "manifest": tmp_path / "train" / "run_manifest.json",
+        "params": tmp_path / "params.yaml",
+    }
+    for p in paths.values():
+        p.parent.mkdir(parents=True, exist_ok=True)
+    paths["before"].write_text("".join(dumps(s) + "\n" for s in before), encoding="utf-8")
+    paths["after"].write_text("".join(dumps(s) + "\n" for s in after), encoding="utf-8")
+    metrics = eval_metrics(before, after)
+    metrics["after"]["wall_s"] = 1.5  # keys only the eval stage knows are allowed
+    paths["metrics"].write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    paths["manifest"].write_text(json.dumps(MANIFEST), encoding="utf-8")
+    write_params(paths["params"], {"report": {"n_examples": n_examples}})
+    return paths
+
+
+def _run(paths: dict[str, Path], out: Path, *extra: str):
+    args = [f"--{k}={v}" for k, v in paths.items()] + [f"--out={out}", *extra]
+    return CliRunner().invoke(report_main, [str(a) for a in args])
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_report_snapshot(in_tmp, snapshot) -> None:
+    paths = _inputs(Path("."))
+    res = _run(paths, Path("report"))
+    assert res.exit_code == 0, res.output
+    assert "report: 4 items -> report/delta_report.md; 8 traces" in res.output
+    snapshot.assert_match(Path("report/delta_report.md").read_text(), "delta_report.md")
+
+
+def test_report_content(in_tmp) -> None:
+    paths = _inputs(in_tmp, n_examples=1)
+    assert _run(paths, in_tmp / "report").exit_code == 0
+    text = (in_tmp / "report" / "delta_report.md").read_text()
+    assert "| accuracy | 0.2500 | 0.5000 | +0.2500 |" in text
+    assert "| add | 0.0000 | 1.0000 | +1.0000 |" in text
+    assert "| mul | 1.0000 | 0.0000 | -1.0000 |" in text
+    # Difficulty rows in easy, medium, hard order.
+    assert text.index("| easy |") < text.index("| medium |") < text.index("| hard |")
+    assert "2 item(s) went from wrong to correct, 1 from correct to wrong." in text
+    # n_examples=1: the largest improvement (a hard item fixed with 3/3 steps) and the regression.
+    assert "## Largest improvements (1 of 3 improved items)" in text
+    assert "### 1. `eval_v1-0000` (add, hard)" in text and "eval_v1-0001" not in text
+    assert "## Regressions (1 of 1 items that got worse)" in text
+    assert "### 1. `eval_v1-0002` (mul, medium)" in text
+    # Generations are escaped into one table row each.
+    assert "&lt;reasoning&gt;7 + 5 = 12<br>4 + 8 + 1 = 13" in text
+    # The run: known hashes, "unknown" for what the manifest lacks, params, and no absolute paths.
+    assert f"| git commit | `{MANIFEST['git_sha']}` |" in text
+    assert "| tokenizer sha256 | `unknown` |" in text and "| device | `unknown` |" in text
+    assert "google-tunix 0.1.7" in text and '"preset": "tiny"' in text
+    assert str(in_tmp) not in text
+    assert "2026-05-07" not in text and "157.2" not in text and "3.11.2" not in text
+    assert "- before: `eval/before.jsonl` (sha256 `" in text
+
+
+def test_outputs_are_deterministic(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    paths = _inputs(Path("."))
+    assert _run(paths, Path("a")).exit_code == 0
+    # A rerun whose manifest differs only in time, timings and host gives the same bytes.
+    rerun = {**MANIFEST, "finished_at": "2026-05-08T00:00:00+00:00", "timings": {"wall_s": 1.0}}
+    paths["manifest"].write_text(json.dumps(rerun, indent=2), encoding="utf-8")
+    assert _run(paths, Path("b")).exit_code == 0
+    for name in ("delta_report.md", "eval_traces.jsonl"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_eval_traces(in_tmp) -> None:
+    paths = _inputs(in_tmp)
+    assert _run(paths, in_tmp / "report").exit_code == 0
+    lines = (in_tmp / "report" / "eval_traces.jsonl").read_text().splitlines()
+    traces = [StoredTrace.model_validate_json(line) for line in lines]
+    assert len(traces) == 8 and len({t.id for t in traces}) == 8
+    assert [t.trace.meta["model"]["stage"] for t in traces] == ["before"] * 4 + ["after"] * 4
+    assert [t.created_at for t in traces] == sorted(t.created_at for t in traces)
+    # Stable serialization: each line is exactly what schemas.dumps writes.
+    assert [dumps(t) for t in traces] == lines
+
+    empty = traces[0].trace  # before, item 0: empty generation, nothing parsed
+    assert empty.final_answer == "[no answer]"
+    assert [(s.i, s.type, s.content) for s in empty.steps] == [
+        (0, "generation", "[empty generation]")
+    ]
+    garbage = traces[1].trace  # before, item 1: unparsable text is kept as the single step
+    assert [(s.type, s.content) for s in garbage.steps] == [("generation", "7 7 7 | <end>")]
+
+    fixed = traces[4].trace  # after, item 0
+    assert fixed.prompt == "Question 0: what is the total?" and fixed.final_answer == "632"
+    assert [s.type for s in fixed.steps] == ["equation"] * 3
+    assert fixed.meta["eval"] == {
+        "item_id": "eval_v1-0000",
+        "category": "add",
+        "difficulty": "hard",
+        "expected_answer": "632",
+    }
+    assert fixed.meta["scores"]["correct"] is True and fixed.meta["scores"]["steps_correct"] == 3
+    assert fixed.meta["run"]["git_sha"] == MANIFEST["git_sha"]
+    assert fixed.meta["run"]["tokenizer_sha256"] == "unknown"
+    assert fixed.meta["model"]["preset"] == "tiny" and fixed.meta["tags"] == ["eval", "after"]
+
+
+def test_stale_metrics_file_is_refused(in_tmp) -> None:
+    paths = _inputs(in_tmp)
+    metrics = json.loads(paths["metrics"].read_text())
+    metrics["after"]["accuracy"] = 0.9
+    metrics["before"]["accuracy_by_category"]["add"] = 0.5
+    paths["metrics"].write_text(json.dumps(metrics))
+    res = _run(paths, in_tmp / "report")
+    assert res.exit_code == 1
+    assert (
+        f"{paths['metrics']}: after.accuracy: is 0.9 but the per-item files give 0.5" in res.output
+    )
+    assert "before.accuracy_by_category.add: is 0.5" in res.output
+    assert not (in_tmp / "report").exists()
+
+
+def test_bad_item_line_names_file_line_field(in_tmp) -> None:
+    paths = _inputs(in_tmp)
+    lines = paths["after"].read_text().splitlines()
+    record = json.loads(lines[2])
+    record["gen_tokens"] = -1
+    lines[2] = json.dumps(record)
+    paths["after"].write_text("\n".join(lines) + "\n")
+    res = _run(paths, in_tmp / "report")
+    assert res.exit_code == 1
+    assert (
+        f"{paths['after']}:3: gen_tokens: Input should be greater than or equal to 0" in res.output
+    )
+    assert not (in_tmp / "report").exists()
+
+
+def test_mismatched_items_and_bad_manifest(in_tmp) -> None:
+    paths = _inputs(in_tmp)
+    lines = paths["after"].read_text().splitlines()
+    paths["after"].write_text("\n".join(lines[:3]) + "\n")
+    res = _run(paths, in_tmp / "report")
+    assert res.exit_code == 1 and "id: missing items ['eval_v1-0003']" in res.output
+
+    paths = _inputs(in_tmp)
+    paths["manifest"].write_text('{"git_sha": "abc",\n  oops}')
+    res = _run(paths, in_tmp / "report")
+    assert res.exit_code == 1 and f"{paths['manifest']}:2: <json>:" in res.output
+    assert not (in_tmp / "report").exists()
+
+
+def test_help() -> None:
+    res = CliRunner().invoke(report_main, ["--help"])
+    assert res.exit_code == 0 and "--n-examples" in res.output
+
+
+def test_eval_traces_import_into_a_store(in_tmp) -> None:
+    from tunixrt_dvc.cli import main as tunixrt
+
+    paths = _inputs(in_tmp)
+    assert _run(paths, in_tmp / "report").exit_code == 0
+    args = ["traces", "import", str(in_tmp / "report" / "eval_traces.jsonl")]
+    args += ["--store", f"sqlite:{in_tmp / 'store.sqlite'}"]
+    first = CliRunner().invoke(tunixrt, args)
+    assert first.exit_code == 0, first.output
+    assert "inserted 8, skipped 0" in first.output
+    # Same ids on a rerun of the report: importing again adds nothing.
+    assert _run(paths, in_tmp / "report").exit_code == 0
+    again = CliRunner().invoke(tunixrt, args)
+    assert again.exit_code == 0 and "inserted 0, skipped 8" in again.output

@@ -1,0 +1,1 @@
+"""Helpers only tests use: trace records, small params, checkpoint writers."""

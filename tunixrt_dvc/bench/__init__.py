@@ -1,0 +1,1 @@
+"""`tunixrt bench`: measurements of this machine. Imports the library; nothing imports it."""

@@ -1,0 +1,89 @@
+"""Bench row `train`: the train stage's loop against a bare jitted JAX step, in one run."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from flax import nnx
+
+from tunixrt_dvc.bench.context import BenchContext
+from tunixrt_dvc.model.build import build_model
+from tunixrt_dvc.params import load_params
+from tunixrt_dvc.sft.inputs import model_inputs
+from tunixrt_dvc.sft.loss import make_loss_fn
+from tunixrt_dvc.sft.optimizer import make_optimizer
+from tunixrt_dvc.sft.trainer import train
+from tunixrt_dvc.text.packing import batch_stream, epoch_batches, load_examples, real_token_fraction
+from tunixrt_dvc.text.tokenizer import Tokenizer
+
+
+def train_row(ctx: BenchContext) -> list[dict]:
+    """The train stage's throughput against a bare jitted JAX step, measured in one run.
+
+    Same model (params.yaml's `model`), batch, optimizer and data (the format stage's output in
+    data/formatted, which must exist: run `dvc repro format`); 60 steps each.
+    """
+    params = load_params(ctx.params_file)
+    data = Path("data/formatted")
+    if not (data / "train.jsonl").exists():
+        raise FileNotFoundError("data/formatted/train.jsonl: run `dvc repro format` first")
+    steps = 60
+    tp = params.train.model_copy(
+        update={"steps": steps, "eval_every": steps + 1, "checkpoint_every": steps + 1}
+    )
+    vocab = Tokenizer.load(data / "tokenizer.model").vocab_size
+    examples = load_examples(data / "train.jsonl")
+
+    def fresh():
+        return build_model(params.model, vocab_size=vocab, max_len=tp.seq_len, seed=params.seed)[0]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result = train(
+            fresh(),
+            train_examples=examples,
+            val_examples=[],
+            params=tp,
+            seed=params.seed,
+            work_dir=Path(tmp) / "w",
+            fingerprint={},
+        )
+
+    net = fresh()
+    opt = nnx.Optimizer(net, make_optimizer(tp), wrt=nnx.Param)
+
+    loss_fn = make_loss_fn(tp.compute_dtype)
+
+    @nnx.jit
+    def step(m, o, batch):
+        loss, grads = nnx.value_and_grad(lambda mm: loss_fn(mm, **model_inputs(batch)))(m)
+        o.update(m, grads)
+        return loss
+
+    stream = batch_stream(examples, batch_size=tp.batch_size, seq_len=tp.seq_len, seed=params.seed)
+    step(net, opt, next(stream)).block_until_ready()  # compile
+    t0 = time.perf_counter()
+    for _ in range(steps - 1):
+        loss = step(net, opt, next(stream))
+    loss.block_until_ready()
+    bare = tp.batch_size * tp.seq_len * (steps - 1) / (time.perf_counter() - t0)
+    fraction = real_token_fraction(
+        epoch_batches(
+            examples, batch_size=tp.batch_size, seq_len=tp.seq_len, seed=params.seed, epoch=0
+        )
+    )
+    return [
+        {"row": "train", "metric": "stage tokens/s", "value": round(result.tokens_per_s, 1)},
+        {"row": "train", "metric": "bare jitted JAX step tokens/s", "value": round(bare, 1)},
+        {
+            "row": "train",
+            "metric": "stage / bare (target >= 0.95)",
+            "value": round(result.tokens_per_s / bare, 3),
+        },
+        {
+            "row": "train",
+            "metric": "real / computed tokens (target >= 0.90)",
+            "value": round(fraction, 4),
+        },
+    ]

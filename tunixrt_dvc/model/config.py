@@ -1,0 +1,141 @@
+"""Model configs: the Gemma3 architecture a preset and the params resolve to, and its JSON form.
+
+A trained model directory carries its config (`ModelCard`), so later stages build the model from
+the directory instead of from the params that made it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Literal
+
+import jax.numpy as jnp
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from tunix.models.gemma3 import model as gemma3
+
+from tunixrt_dvc.errors import InvalidInput, problems_from_validation
+from tunixrt_dvc.io import read_json_object
+from tunixrt_dvc.model.presets import DTYPES, PRESETS, TINY
+from tunixrt_dvc.params import ModelParams
+
+ModelConfig = gemma3.ModelConfig
+# Gemma3 repeats 5 local (sliding-window) layers and 1 global one.
+ATTENTION_PATTERN = gemma3.GEMMA3_ATTENTION_PATTERN
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+def model_config(params: ModelParams, *, vocab_size: int, max_len: int) -> ModelConfig:
+    """The Gemma3 config of `params.preset`; `tiny` takes its dimensions from the params."""
+    dtype = jnp.dtype(params.dtype)
+    factory = PRESETS[params.preset]
+    if factory is not None:
+        return dataclasses.replace(getattr(ModelConfig, factory)(), param_dtype=dtype)
+    if params.num_layers >= len(ATTENTION_PATTERN):
+        # A global layer would exist: its window is real architecture, keep Gemma3's ratio.
+        window = max(512, _next_pow2(max_len))
+    else:
+        # Every layer is sliding-window (gotcha 6). The window must never bind, neither on training
+        # sequences (<= max_len) nor on the sampler's cache (prompt <= max_len plus new tokens),
+        # so that the tiny model is plainly causal: 4x the next power of two leaves room for
+        # max_len new tokens and more.
+        window = 4 * _next_pow2(max_len)
+    return ModelConfig(
+        num_layers=params.num_layers,
+        num_embed=vocab_size,
+        embed_dim=params.embed_dim,
+        hidden_dim=params.hidden_dim,
+        num_heads=params.num_heads,
+        head_dim=params.head_dim,
+        num_kv_heads=params.num_kv_heads,
+        sliding_window_size=window,
+        param_dtype=dtype,
+    )
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Architecture(_Frozen):
+    """The fields of Tunix's Gemma3 `ModelConfig` that define the weights and the function."""
+
+    num_layers: Annotated[int, Field(ge=1)]
+    num_embed: Annotated[int, Field(ge=1)]
+    embed_dim: Annotated[int, Field(ge=1)]
+    hidden_dim: Annotated[int, Field(ge=1)]
+    num_heads: Annotated[int, Field(ge=1)]
+    head_dim: Annotated[int, Field(ge=1)]
+    num_kv_heads: Annotated[int, Field(ge=1)]
+    sliding_window_size: int | None
+    local_base_frequency: int
+    global_base_frequency: int
+    local_scale_factor: float
+    global_scale_factor: float
+    query_pre_attn_norm: Literal[tuple(gemma3.QueryPreAttentionNormalisation.__members__)]
+    param_dtype: Literal[DTYPES]
+
+    @classmethod
+    def of(cls, config: ModelConfig) -> Architecture:
+        if config.vision_config is not None:
+            raise ValueError("only text-only Gemma3 models are supported")
+        fields = {name: getattr(config, name) for name in cls.model_fields}
+        fields["query_pre_attn_norm"] = config.query_pre_attn_norm.name
+        fields["param_dtype"] = jnp.dtype(config.param_dtype).name
+        return cls(**fields)
+
+    def config(self) -> ModelConfig:
+        fields = self.model_dump()
+        fields["query_pre_attn_norm"] = gemma3.QueryPreAttentionNormalisation[
+            self.query_pre_attn_norm
+        ]
+        fields["param_dtype"] = jnp.dtype(self.param_dtype)
+        return ModelConfig(**fields)
+
+
+class RandomBase(_Frozen):
+    """The weights training started from: drawn from a seed (`model.init.random_model`)."""
+
+    init: Literal["random"] = "random"
+    seed: int
+
+
+class CheckpointBase(_Frozen):
+    """The weights training started from: a local checkpoint directory."""
+
+    init: Literal["checkpoint"] = "checkpoint"
+    path: str
+    dtype: Literal[DTYPES]
+
+
+class ModelCard(_Frozen):
+    """What a model directory is: its preset, its architecture and the base it was trained from."""
+
+    preset: Literal[tuple(PRESETS)]
+    architecture: Architecture
+    base: Annotated[RandomBase | CheckpointBase, Field(discriminator="init")]
+
+    @classmethod
+    def of(cls, config: ModelConfig, params: ModelParams, *, seed: int) -> ModelCard:
+        base: RandomBase | CheckpointBase
+        if params.checkpoint:
+            base = CheckpointBase(path=params.checkpoint, dtype=params.dtype)
+        else:
+            base = RandomBase(seed=seed)
+        return cls(preset=params.preset, architecture=Architecture.of(config), base=base)
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.preset == TINY
+
+
+def read_card(path: str | Path) -> ModelCard:
+    """A model card from its JSON file, or InvalidInput naming the file and field."""
+    data = read_json_object(path, what="model config")
+    try:
+        return ModelCard.model_validate(data)
+    except ValidationError as e:
+        raise InvalidInput(problems_from_validation(e, file=str(path), line=None)) from None

@@ -1,0 +1,22 @@
+"""The model presets by name. Imports no JAX, so params.yaml is validated without it.
+
+`tiny` is built from the `model` section's dimensions and trains from random init; the others are
+Tunix's Gemma3 architectures (the named `ModelConfig` factory) and load their weights from
+`model.checkpoint`. The -it and -pt variants of a size share one architecture.
+"""
+
+from __future__ import annotations
+
+TINY = "tiny"
+
+# preset name -> the `tunix.models.gemma3.model.ModelConfig` factory method; None: from params.
+PRESETS: dict[str, str | None] = {
+    TINY: None,
+    "gemma3-270m": "gemma3_270m",
+    "gemma3-1b": "gemma3_1b_pt",
+    "gemma3-4b": "gemma3_4b_pt",
+    "gemma3-12b": "gemma3_12b_pt",
+    "gemma3-27b": "gemma3_27b_pt",
+}
+
+DTYPES = ("float32", "bfloat16")

@@ -1,0 +1,128 @@
+"""Supervised fine-tuning with Tunix's `PeftTrainer`: packed batches, completion-only loss.
+
+Read top to bottom: the resume guard, the trainer's config, its input and loss functions and
+hooks, the deterministic batch stream, the run, and what it measured.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+from tunix.sft import peft_trainer
+
+from tunixrt_dvc.params import TrainParams
+from tunixrt_dvc.sft.hooks import StepLog
+from tunixrt_dvc.sft.inputs import model_inputs
+from tunixrt_dvc.sft.loss import make_loss_fn
+from tunixrt_dvc.sft.optimizer import make_optimizer
+from tunixrt_dvc.sft.resume import guard_resume
+from tunixrt_dvc.text.packing import (
+    Example,
+    batch_stream,
+    epoch_batches,
+    eval_batches,
+    real_token_fraction,
+)
+
+if TYPE_CHECKING:
+    from dvclive import Live
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    resumed_from: int
+    train_loss_first: float
+    train_loss_last: float
+    eval_loss_first: float | None
+    eval_loss_last: float | None
+    real_token_fraction: float
+    tokens_per_s: float
+    wall_s: float
+    train_rows: list[dict]
+    eval_rows: list[dict]
+
+
+def train(
+    model: nnx.Module,
+    *,
+    train_examples: Sequence[Example],
+    val_examples: Sequence[Example],
+    params: TrainParams,
+    seed: int,
+    work_dir: Path,
+    fingerprint: dict,
+    live: Live | None = None,
+) -> TrainResult:
+    """Fine-tune `model` in place; resumes from `work_dir` when it holds this run's checkpoint.
+
+    Each step's loss, grad norm and learning rate, and every evaluation, go to `live` (DVCLive)
+    as they happen.
+    """
+    guard_resume(work_dir, fingerprint)
+    config = peft_trainer.TrainingConfig(
+        eval_every_n_steps=params.eval_every,
+        max_steps=params.steps,
+        checkpoint_root_directory=str((work_dir / "checkpoints").resolve()),
+        checkpointing_options=ocp.CheckpointManagerOptions(
+            save_decision_policy=ocp.checkpoint_managers.FixedIntervalPolicy(
+                params.checkpoint_every
+            ),
+            max_to_keep=2,
+        ),
+        # In-memory metrics only: no TensorBoard files, no W&B, nothing on the network.
+        metrics_logging_options=None,
+        pbar_description="train",
+    )
+    trainer = peft_trainer.PeftTrainer(model, make_optimizer(params), config)
+    trainer = trainer.with_gen_model_input_fn(model_inputs)
+    trainer = trainer.with_loss_fn(make_loss_fn(params.compute_dtype))
+    resumed_from = trainer.train_steps
+    log = StepLog(
+        work_dir / "steps.jsonl", resumed_from=resumed_from, eval_every=params.eval_every, live=live
+    )
+    trainer.with_training_hooks(log.hooks)
+
+    rows = {"batch_size": params.batch_size, "seq_len": params.seq_len}
+    stream = batch_stream(train_examples, seed=seed, **rows)
+    val = eval_batches(val_examples, **rows)
+    t0 = time.perf_counter()
+    try:
+        trainer.train(stream, val or None)
+        if val and trainer.train_steps % params.eval_every:
+            log.final_eval(trainer.train_steps, eval_loss(model, val, params.compute_dtype))
+    finally:
+        log.close()
+    wall = time.perf_counter() - t0
+
+    train_rows, eval_rows = log.rows("train"), log.eval_rows()
+    # The first step includes XLA compilation: leave it out of the throughput.
+    timed = log.step_times[1:] or log.step_times
+    first_epoch = epoch_batches(train_examples, seed=seed, epoch=0, **rows)
+    return TrainResult(
+        steps=trainer.train_steps,
+        resumed_from=resumed_from,
+        train_loss_first=train_rows[0]["loss"],
+        train_loss_last=train_rows[-1]["loss"],
+        eval_loss_first=eval_rows[0]["eval_loss"] if eval_rows else None,
+        eval_loss_last=eval_rows[-1]["eval_loss"] if eval_rows else None,
+        real_token_fraction=real_token_fraction(first_epoch),
+        tokens_per_s=params.batch_size * params.seq_len * len(timed) / max(sum(timed), 1e-9),
+        wall_s=wall,
+        train_rows=train_rows,
+        eval_rows=eval_rows,
+    )
+
+
+def eval_loss(model: nnx.Module, batches: Sequence[dict], compute_dtype: str | None) -> float:
+    """Mean completion-only loss over batches, with the loss function the run trains with."""
+    loss_fn = make_loss_fn(compute_dtype)
+    step = nnx.jit(lambda m, b: loss_fn(m, **model_inputs(b)))
+    return float(np.mean([float(step(model, b)) for b in batches]))

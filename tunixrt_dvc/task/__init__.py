@@ -1,0 +1,1 @@
+"""The built-in task: seeded show-your-work arithmetic, its eval sets and its scorer."""

@@ -1,0 +1,2 @@
+"""Text: Gemma's chat template, the recipes that render and parse the work, injection checks,
+the tokenizer, the format stage's dataset writer and the packing of token rows."""

@@ -29,8 +29,10 @@ def main(
 ) -> None:
     """Generate show-your-work arithmetic traces into a SQLite trace store (tunix-rt's schema).
 
-    The store is rebuilt from scratch, so the file is byte-identical for the same params.
+    No trace works out a computation of a problem in the eval sets (params: evalsets_dir). The
+    store is rebuilt from scratch, so the file is byte-identical for the same params.
     """
+    from tunixrt_dvc.task.reservations import load_reservations
     from tunixrt_dvc.traces.sqlite import SqliteStore
 
     params = load_params(params_file)
@@ -43,11 +45,12 @@ def main(
         click.echo(f"wrote {len(items)} eval items to {write_evalset}")
         return
     path = Path(store or params.corpus.store)
+    reserved = load_reservations(params.evalsets_dir).computations
 
     def build(tmp: Path) -> None:  # an empty file is an empty SQLite database
         with SqliteStore(tmp) as db:
             db.create_schema()
-            traces = corpus.traces(n=n, seed=params.seed)
+            traces = corpus.traces(n=n, seed=params.seed, reserved=reserved)
             db.import_traces(tqdm(traces, total=n, desc="corpus", unit="trace", disable=None))
 
     atomic_write_with(path, build)

@@ -23,7 +23,10 @@ from tunixrt_dvc.params import load_params
     help="fail: stop, write nothing; skip: write bad records to OUT's .rejects.jsonl. [params]",
 )
 @click.option(
-    "--evalsets", "evalsets_dir", type=click.Path(file_okay=False), help="Eval sets. [params]"
+    "--evalsets",
+    "evalsets_dir",
+    type=click.Path(file_okay=False),
+    help="Eval sets. [params: evalsets_dir]",
 )
 @params_option("Read the `export` section from here.")
 def main(
@@ -43,13 +46,14 @@ def main(
     """
     from tunixrt_dvc.traces.export import export
 
-    p = load_params(params_file).export
+    params = load_params(params_file)
+    p = params.export
     report = export(
         source or p.source,
         Path(out),
         limit=limit if limit is not None else p.limit,
         since=since if since is not None else p.since,
         on_invalid=on_invalid or p.on_invalid,  # type: ignore[arg-type]
-        evalsets_dir=evalsets_dir or p.evalsets_dir,
+        evalsets_dir=evalsets_dir or params.evalsets_dir,
     )
     click.echo(f"export: {report.summary()} -> {out}")

@@ -24,6 +24,7 @@ COMMANDS = {
     "eval": "stages.eval:main",
     "report": "stages.report:main",
     "traces": "tunixrt_dvc.traces.cli:traces",
+    "sweep": "tunixrt_dvc.sweep.cli:sweep",
     "bench": "tunixrt_dvc.bench.cli:main",
 }
 

@@ -42,7 +42,6 @@ class ExportParams(_Section):
         return v.isoformat() if isinstance(v, date | datetime) else v
 
     on_invalid: Literal["fail", "skip"]
-    evalsets_dir: str
 
 
 class FormatParams(_Section):
@@ -103,6 +102,7 @@ class ReportParams(_Section):
 
 class Params(_Section):
     seed: int
+    evalsets_dir: str  # the eval sets: the corpus and the export keep their problems out
     corpus: CorpusParams
     export: ExportParams
     format: FormatParams

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from tunixrt_dvc.errors import InvalidInput
-from tunixrt_dvc.task.evalsets import EvalItem, eval_prompts, load_evalset, normalize_prompt
+from tunixrt_dvc.task.evalsets import EvalItem, load_evalset, normalize_prompt
+from tunixrt_dvc.task.reservations import load_reservations
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -82,15 +83,15 @@ def test_empty_and_missing(tmp_path):
         load_evalset(tmp_path / "none.jsonl")
 
 
-def test_eval_prompts_reads_every_jsonl_below(tmp_path):
+def test_reservations_read_every_jsonl_below(tmp_path):
     write(tmp_path / "a.jsonl", [item(1)])
     (tmp_path / "v2").mkdir()
     write(tmp_path / "v2" / "b.jsonl", [item(2, prompt="  SAME  question ")])
     (tmp_path / "notes.txt").write_text("not an eval set")
-    assert eval_prompts(tmp_path) == {"what is 1 + 1?", "same question"}
+    assert load_reservations(tmp_path).prompts == {"what is 1 + 1?", "same question"}
     write(tmp_path / "v2" / "bad.jsonl", ["{"])
     with pytest.raises(InvalidInput, match="bad.jsonl:1"):
-        eval_prompts(tmp_path)
+        load_reservations(tmp_path)
 
 
 def test_committed_evalsets_are_valid():

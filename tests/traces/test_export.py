@@ -116,7 +116,9 @@ def test_skip_writes_rejects_with_reasons(tmp_path, evalsets):
 def test_nothing_to_write_is_an_error(tmp_path, evalsets):
     out = tmp_path / "e.jsonl"
     src = write_traces(tmp_path / "t.jsonl", [3])  # only the eval set's question
-    with pytest.raises(InvalidInput, match=r"no traces to write \(0 rejected, 1 with an eval-set"):
+    with pytest.raises(
+        InvalidInput, match=r"no traces to write \(0 rejected, 1 reserved by an eval set"
+    ):
         export(src, out, evalsets_dir=evalsets)
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(InvalidInput, match="no traces"):
@@ -153,14 +155,12 @@ def test_cli_params_and_overrides(tmp_path, evalsets, monkeypatch):
     write_traces(tmp_path / "t.jsonl", range(6))
     write_params(
         tmp_path / "params.yaml",
-        {"export": {"source": "t.jsonl", "limit": 4, "evalsets_dir": "evalsets"}},
+        {"evalsets_dir": "evalsets", "export": {"source": "t.jsonl", "limit": 4}},
     )
     runner = CliRunner()
     r = runner.invoke(cli, ["export", "--out", "e.jsonl"])
     assert r.exit_code == 0, r.output
-    assert r.output == (
-        "export: read 4, written 3, dropped (eval-set prompt) 1, rejected 0 -> e.jsonl\n"
-    )
+    assert r.output == ("export: read 4, written 3, dropped (eval set) 1, rejected 0 -> e.jsonl\n")
     r = runner.invoke(
         cli, ["export", "--out", "e.jsonl", "--limit", "6", "--since", "2025-01-01T00:00:04Z"]
     )

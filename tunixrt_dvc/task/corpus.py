@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
+import string
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +43,7 @@ class Problem:
     steps: tuple[str, ...]
     answer: int
     key: str  # the operation and operands, independent of the wording
+    computations: tuple[str, ...]  # every operation the work carries out (`computation` keys)
 
 
 def _digits(n: int) -> list[int]:
@@ -108,80 +111,146 @@ def _is_eval_key(key: str) -> bool:
     return int(hashlib.sha256(key.encode()).hexdigest(), 16) % EVAL_SHARE == 0
 
 
+# The wordings, as str.format templates over {name}, {item} and the operands {a}, {b}, {c}.
+TEMPLATES = {
+    "add": (
+        "{name} has {a} {item}. {name} finds {b} more. How many {item} does {name} have now?",
+        "A shop had {a} {item} and got {b} more. How many {item} does the shop have now?",
+        "{name} collected {a} {item} on Monday and {b} on Tuesday. How many {item} is that in all?",
+    ),
+    "sub": (
+        "{name} had {a} {item} and gave away {b}. How many {item} are left?",
+        "A box held {a} {item}. {b} were taken out. How many {item} are still in the box?",
+        "{name} needs {a} {item} and already has {b}. How many more {item} does {name} need?",
+    ),
+    "mul": (
+        "{name} buys {b} bags with {a} {item} in each bag. How many {item} is that?",
+        "There are {a} {item} in a pack. How many {item} are in {b} packs?",
+        "{name} puts {a} {item} on each of {b} shelves. How many {item} are on the shelves?",
+    ),
+}
+# two_step: a first operation, then an addition or a subtraction, in one sentence.
+TWO_STEP_KINDS = ("add_sub", "sub_add", "mul_add", "mul_sub")
+FIRST = {
+    "mul": "{name} bought {b} packs of {a} {item}",
+    "add": "{name} had {a} {item} and found {b} more",
+    "sub": "{name} had {a} {item} and gave away {b}",
+}
+SECOND = {"add": "then got {c} more", "sub": "then gave {c} to a friend"}
+TWO_STEP = "{first}, {second}. How many {item} does {name} have now?"
+_APPLY = {"add": lambda x, y: x + y, "sub": lambda x, y: x - y, "mul": lambda x, y: x * y}
+_STEPS = {"add": lambda x, y: add_steps(x, y), "sub": lambda x, y: sub_steps(x, y)}
+
+
+def computation(op: str, x: int, y: int) -> str:
+    """The key of one operation on two numbers, as traces of any wording work it out."""
+    return f"{op}:{x}:{y}"
+
+
 def _make(rng: random.Random, category: str) -> Problem:
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
-    if category == "add":
-        a, b = rng.randint(10, 999), rng.randint(10, 999)
-        steps, r = add_steps(a, b)
-        prompt = rng.choice(
-            (
-                f"{name} has {a} {item}. {name} finds {b} more. "
-                f"How many {item} does {name} have now?",
-                f"A shop had {a} {item} and got {b} more. How many {item} does the shop have now?",
-                f"{name} collected {a} {item} on Monday and {b} on Tuesday. "
-                f"How many {item} is that in all?",
-            )
-        )
-        return Problem(category, _difficulty(r), prompt, tuple(steps), a + b, f"add:{a}:{b}")
-    if category == "sub":
-        a, b = sorted((rng.randint(10, 999), rng.randint(10, 999)), reverse=True)
-        steps, r = sub_steps(a, b)
-        prompt = rng.choice(
-            (
-                f"{name} had {a} {item} and gave away {b}. How many {item} are left?",
-                f"A box held {a} {item}. {b} were taken out. How many {item} are still in the box?",
-                f"{name} needs {a} {item} and already has {b}. "
-                f"How many more {item} does {name} need?",
-            )
-        )
-        return Problem(category, _difficulty(r), prompt, tuple(steps), a - b, f"sub:{a}:{b}")
-    if category == "mul":
-        a, b = rng.randint(10, 99), rng.randint(2, 9)
-        steps, r = mul_steps(a, b)
-        prompt = rng.choice(
-            (
-                f"{name} buys {b} bags with {a} {item} in each bag. How many {item} is that?",
-                f"There are {a} {item} in a pack. How many {item} are in {b} packs?",
-                f"{name} puts {a} {item} on each of {b} shelves. "
-                f"How many {item} are on the shelves?",
-            )
-        )
-        return Problem(category, _difficulty(r), prompt, tuple(steps), a * b, f"mul:{a}:{b}")
-    # two_step: a multiplication or an addition, then an addition or a subtraction.
-    kind = rng.choice(("add_sub", "sub_add", "mul_add", "mul_sub"))
-    if kind.startswith("mul"):
+    if category in ("add", "sub", "mul"):
+        if category == "add":
+            a, b = rng.randint(10, 999), rng.randint(10, 999)
+        elif category == "sub":
+            a, b = sorted((rng.randint(10, 999), rng.randint(10, 999)), reverse=True)
+        else:
+            a, b = rng.randint(10, 99), rng.randint(2, 9)
+        steps, r = {**_STEPS, "mul": mul_steps}[category](a, b)
+        prompt = rng.choice(TEMPLATES[category]).format(name=name, item=item, a=a, b=b)
+        key = computation(category, a, b)
+        answer = _APPLY[category](a, b)
+        return Problem(category, _difficulty(r), prompt, tuple(steps), answer, key, (key,))
+    kind = rng.choice(TWO_STEP_KINDS)
+    op1 = "mul" if kind.startswith("mul") else kind.split("_")[0]
+    op2 = kind.split("_")[1]
+    if op1 == "mul":
         a, b = rng.randint(10, 99), rng.randint(2, 9)
         s1, r1 = mul_steps(a, b)
-        mid = a * b
-        text1 = f"{name} bought {b} packs of {a} {item}"
-    elif kind == "add_sub":
+    elif op1 == "add":
         a, b = rng.randint(10, 599), rng.randint(10, 399)
         s1, r1 = add_steps(a, b)
-        mid = a + b
-        text1 = f"{name} had {a} {item} and found {b} more"
     else:
         a, b = sorted((rng.randint(10, 999), rng.randint(10, 999)), reverse=True)
         s1, r1 = sub_steps(a, b)
-        mid = a - b
-        text1 = f"{name} had {a} {item} and gave away {b}"
-    if kind.endswith("add"):
+    mid = _APPLY[op1](a, b)
+    if op2 == "add":
         c = rng.randint(10, max(10, 999 - mid))
-        s2, r2 = add_steps(mid, c)
-        answer = mid + c
-        text2 = f"then got {c} more"
     else:
         c = rng.randint(1, mid) if mid >= 1 else 0
-        s2, r2 = sub_steps(mid, c)
-        answer = mid - c
-        text2 = f"then gave {c} to a friend"
-    prompt = f"{text1}, {text2}. How many {item} does {name} have now?"
+    s2, r2 = _STEPS[op2](mid, c)
+    prompt = TWO_STEP.format(
+        first=FIRST[op1].format(name=name, item=item, a=a, b=b),
+        second=SECOND[op2].format(c=c),
+        item=item,
+        name=name,
+    )
     return Problem(
-        category, _difficulty(r1 + r2 + 1), prompt, tuple(s1 + s2), answer, f"{kind}:{a}:{b}:{c}"
+        category,
+        _difficulty(r1 + r2 + 1),
+        prompt,
+        tuple(s1 + s2),
+        _APPLY[op2](mid, c),
+        f"{kind}:{a}:{b}:{c}",
+        (computation(op1, a, b), computation(op2, mid, c)),
     )
 
 
-def problems(*, seed: int, split: str) -> Iterator[Problem]:
-    """An endless, seeded stream of one split's problems ("train" or "eval"), categories in turn."""
+def _template_regex(template: str, **fields: str) -> re.Pattern[str]:
+    """A template as a regex: {name} and {item} from their lists, numbers as groups."""
+    out, seen = "", set()
+    for text, field, _, _ in string.Formatter().parse(template):
+        out += re.escape(text)
+        if field is None:
+            continue
+        if field in seen:
+            out += f"(?P={field})"
+        else:
+            seen.add(field)
+            out += f"(?P<{field}>{fields.get(field, r'[0-9]+')})"
+    return re.compile(out)
+
+
+def _prompt_patterns() -> list[tuple[str, str, re.Pattern[str]]]:
+    words = {
+        "name": "|".join(map(re.escape, NAMES)),
+        "item": "|".join(map(re.escape, ITEMS)),
+    }
+    out = [(c, c, _template_regex(t, **words)) for c, ts in TEMPLATES.items() for t in ts]
+    for kind in TWO_STEP_KINDS:
+        op1 = "mul" if kind.startswith("mul") else kind.split("_")[0]
+        op2 = kind.split("_")[1]
+        template = TWO_STEP.format(
+            first=FIRST[op1], second=SECOND[op2], item="{item}", name="{name}"
+        )
+        out.append(("two_step", kind, _template_regex(template, **words)))
+    return out
+
+
+_PATTERNS = _prompt_patterns()
+
+
+def prompt_computations(prompt: str) -> tuple[str, ...] | None:
+    """The computations a built-in problem's work carries out, read back from its prompt;
+    None if the prompt is not in one of the generator's wordings."""
+    for category, kind, pattern in _PATTERNS:
+        if m := pattern.fullmatch(prompt.strip()):
+            a, b = int(m["a"]), int(m["b"])
+            if category != "two_step":
+                return (computation(category, a, b),)
+            op1 = "mul" if kind.startswith("mul") else kind.split("_")[0]
+            op2 = kind.split("_")[1]
+            mid = _APPLY[op1](a, b)
+            return computation(op1, a, b), computation(op2, mid, int(m["c"]))
+    return None
+
+
+def problems(*, seed: int, split: str, reserved: frozenset[str] = frozenset()) -> Iterator[Problem]:
+    """An endless, seeded stream of one split's problems ("train" or "eval"), categories in turn.
+
+    Training problems that work out any of the `reserved` computations (those of the eval sets,
+    `task.reservations`) are left out, so that no eval computation is ever worked in training.
+    """
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', not {split!r}")
     rng = random.Random(f"{GENERATOR}:{split}:{seed}")
@@ -189,9 +258,12 @@ def problems(*, seed: int, split: str) -> Iterator[Problem]:
     k = 0
     while True:
         p = _make(rng, CATEGORIES[k % len(CATEGORIES)])
-        if _is_eval_key(p.key) == want_eval:
-            k += 1
-            yield p
+        if _is_eval_key(p.key) != want_eval:
+            continue
+        if not want_eval and reserved.intersection(p.computations):
+            continue
+        k += 1
+        yield p
 
 
 def _step_type(step: str, *, last: bool) -> str:
@@ -217,9 +289,11 @@ def to_trace(p: Problem) -> ReasoningTrace:
     )
 
 
-def traces(*, n: int, seed: int) -> Iterator[StoredTrace]:
-    """`n` training traces with deterministic ids (uuid5) and creation times (one second apart)."""
-    for i, p in zip(range(n), problems(seed=seed, split="train"), strict=False):
+def traces(*, n: int, seed: int, reserved: frozenset[str] = frozenset()) -> Iterator[StoredTrace]:
+    """`n` training traces with deterministic ids (uuid5) and creation times (one second apart),
+    none working out a `reserved` computation."""
+    stream = problems(seed=seed, split="train", reserved=reserved)
+    for i, p in zip(range(n), stream, strict=False):
         yield StoredTrace(
             id=str(uuid.uuid5(_NAMESPACE, f"{GENERATOR}:{seed}:{i}")),
             created_at=_EPOCH + timedelta(seconds=i),

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tunixrt_dvc.errors import InvalidInput, Problem
+from tunixrt_dvc.errors import Problem
 from tunixrt_dvc.io import read_jsonl
 
 
@@ -41,14 +41,3 @@ def load_evalset(path: str | Path) -> list[EvalItem]:
         return []
 
     return read_jsonl(path, EvalItem, what="eval items", check=repeated_prompt)
-
-
-def eval_prompts(directory: str | Path) -> set[str]:
-    """Normalized prompts of every eval set (*.jsonl, recursively) under `directory`."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise InvalidInput([Problem(str(directory), None, "<dir>", "no such directory")])
-    out: set[str] = set()
-    for path in sorted(directory.rglob("*.jsonl")):
-        out.update(normalize_prompt(item.prompt) for item in load_evalset(path))
-    return out

@@ -1,4 +1,4 @@
-"""Export: traces from a source -> validated TrainingExample JSONL with no eval-set prompt in it."""
+"""Export: traces from a source -> validated TrainingExample JSONL with no eval problem in it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from tunixrt_dvc.errors import InvalidInput, Problem
 from tunixrt_dvc.io import atomic_open
-from tunixrt_dvc.task.evalsets import eval_prompts, normalize_prompt
+from tunixrt_dvc.task.reservations import load_reservations
 from tunixrt_dvc.traces.schemas import StoredTrace, dumps, trace_to_example
 from tunixrt_dvc.traces.source import Rejected, parse_timestamp
 from tunixrt_dvc.traces.urls import open_source
@@ -25,12 +25,12 @@ MAX_LISTED = 1000  # bad records whose problems the error lists; the rest are on
 class ExportReport:
     read: int  # records read from the source, valid or not
     written: int
-    dropped_contaminated: int  # valid, but the prompt is in an eval set
+    dropped_contaminated: int  # valid, but its prompt or one of its computations is an eval set's
     rejected: int  # invalid (written to the rejects file with --on-invalid skip)
 
     def summary(self) -> str:
         return (
-            f"read {self.read}, written {self.written}, dropped (eval-set prompt)"
+            f"read {self.read}, written {self.written}, dropped (eval set)"
             f" {self.dropped_contaminated}, rejected {self.rejected}"
         )
 
@@ -78,7 +78,8 @@ def export(
 ) -> ExportReport:
     """Write the source's traces as TrainingExample JSONL to `out`, in (created_at, id) order.
 
-    Traces whose normalized prompt is in an eval set under `evalsets_dir` are dropped. Invalid
+    Traces that repeat a prompt of an eval set under `evalsets_dir`, or work out one of its
+    problems' computations (`task.reservations`), are dropped. Invalid
     records fail the export (InvalidInput listing each, no output written) or, with
     `on_invalid="skip"`, go to `rejects_path(out)` with their reasons. Byte-identical on rerun.
     """
@@ -86,7 +87,7 @@ def export(
         raise ValueError(f"on_invalid must be 'fail' or 'skip', not {on_invalid!r}")
     out = Path(out)
     src = open_source(source, since=parse_since(since), limit=limit)
-    banned = eval_prompts(evalsets_dir)
+    reserved = load_reservations(evalsets_dir)
     skip = on_invalid == "skip"
     read = written = dropped = rejected = listed = 0
     problems: list[Problem] = []
@@ -100,7 +101,8 @@ def export(
             if isinstance(item, StoredTrace):
                 if problems:
                     continue  # failing: only look for more problems
-                if normalize_prompt(item.trace.prompt) in banned:
+                steps = (step.content for step in item.trace.steps)
+                if reserved.conflict(item.trace.prompt, steps) is not None:
                     dropped += 1
                     continue
                 write(dumps(trace_to_example(item, source=src.kind)) + "\n")
@@ -118,7 +120,7 @@ def export(
         if problems:
             raise InvalidInput(problems)
         if written == 0:
-            msg = f"no traces to write ({rejected} rejected, {dropped} with an eval-set prompt)"
+            msg = f"no traces to write ({rejected} rejected, {dropped} reserved by an eval set)"
             raise InvalidInput([Problem(src.name, None, "<source>", msg)])
         if not skip:
             rejects_path(out).unlink(missing_ok=True)  # a stale one would describe another run

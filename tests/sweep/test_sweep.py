@@ -1,0 +1,125 @@
+"""Results across seeds: runs from `dvc exp show --json`, configs, statistics, the commands."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from click.testing import CliRunner
+
+from tunixrt_dvc.cli import main as cli
+from tunixrt_dvc.sweep.configs import group_by_config, parse_selector, select
+from tunixrt_dvc.sweep.runs import runs_from_exp_show
+from tunixrt_dvc.sweep.stats import compare, summarize
+
+
+def _data(seed: int, recipe: str, acc: float | None) -> dict:
+    metrics = {} if acc is None else {"metrics/eval.json": {"data": {"after": {"accuracy": acc}}}}
+    metrics |= {} if acc is None else {"train/metrics.json": {"data": {"eval": {"loss": 1 - acc}}}}
+    return {
+        "params": {"params.yaml": {"data": {"seed": seed, "format": {"recipe": recipe}}}},
+        "metrics": metrics,
+    }
+
+
+def _exp(name: str, seed: int, recipe: str, acc: float | None, state: str = "success") -> dict:
+    rev = {"rev": f"{name:0<40}", "name": name, "data": _data(seed, recipe, acc), "error": None}
+    return {"revs": [rev], "executor": {"state": state}, "name": name}
+
+
+# As `dvc exp show --json` writes it: the workspace, then the commit and its experiments.
+EXP_SHOW = [
+    {"rev": "workspace", "name": None, "data": _data(0, "tags", 0.7), "error": None},
+    {
+        "rev": "c" * 40,
+        "name": "main",
+        "data": _data(0, "tags", 0.7),
+        "error": None,
+        "experiments": [
+            _exp("tags-s0", 0, "tags", 0.7),  # the commit's params again: one run
+            _exp("tags-s1", 1, "tags", 0.72),
+            _exp("tags-s2", 2, "tags", 0.69),
+            _exp("only-s0", 0, "answer_only", 0.01),
+            _exp("only-s1", 1, "answer_only", 0.02),
+            _exp("only-s2", 2, "answer_only", 0.015),
+            _exp("queued", 3, "tags", None, state="queued"),
+            _exp("failed", 4, "tags", None, state="failed"),
+        ],
+    },
+]
+
+
+def test_finished_runs_are_read_once_each():
+    runs = runs_from_exp_show(EXP_SHOW)
+    assert [r.name for r in runs] == [
+        "tags-s0",
+        "tags-s1",
+        "tags-s2",
+        "only-s0",
+        "only-s1",
+        "only-s2",
+    ]
+    assert runs[1].params == {"seed": 1, "format.recipe": "tags"}
+    assert runs[1].metric("after.accuracy") == 0.72
+    assert runs[1].metric("train/metrics.json:eval.loss") == pytest.approx(0.28)
+
+
+def test_configs_are_the_params_but_the_seed():
+    configs = group_by_config(runs_from_exp_show(EXP_SHOW))
+    assert [c.label for c in configs] == ["format.recipe=tags", "format.recipe=answer_only"]
+    assert [r.params["seed"] for r in configs[0].runs] == [0, 1, 2]
+    assert (
+        select(runs_from_exp_show(EXP_SHOW), parse_selector("format.recipe=answer_only,seed=1"))[
+            0
+        ].name
+        == "only-s1"
+    )
+
+
+def test_summary_statistics():
+    s = summarize([0.5, 0.6, 0.7, 0.8, 0.9])
+    assert (s.n, s.mean, s.min, s.max) == (5, pytest.approx(0.7), 0.5, 0.9)
+    assert s.sd == pytest.approx(math.sqrt(0.025))
+    # Student's t with 4 degrees of freedom: 2.776 * sd / sqrt(5).
+    assert s.ci_high - s.mean == pytest.approx(2.7764 * s.sd / math.sqrt(5), rel=1e-4)
+    assert math.isnan(summarize([0.3]).sd)
+
+
+def test_a_difference_beyond_seed_noise_and_one_within_it():
+    far = compare([0.40, 0.45, 0.50, 0.42, 0.48], [0.80, 0.82, 0.79, 0.85, 0.81])
+    assert far.significant and far.verdict() == "B is better than A"
+    assert far.p_permutation == pytest.approx(2 / 252)  # exact: the most extreme of 252 splits
+    assert far.ci_low > 0
+    near = compare([0.77, 0.30, 0.53, 0.42, 0.28], [0.80, 0.35, 0.50, 0.45, 0.30])
+    assert not near.significant and near.verdict() == "not distinguishable from seed noise"
+    assert near.ci_low < 0 < near.ci_high
+    with pytest.raises(ValueError, match="at least 2"):
+        compare([0.5], [0.6, 0.7])
+
+
+def test_the_commands(tmp_path):
+    exp_show = tmp_path / "exp.json"
+    exp_show.write_text(json.dumps(EXP_SHOW))
+    out = tmp_path / "summary.json"
+    r = CliRunner().invoke(
+        cli, ["sweep", "summary", "--exp-show", str(exp_show), "--json", str(out)]
+    )
+    assert r.exit_code == 0, r.output
+    assert "## format.recipe=tags (3 runs)" in r.output and "| **mean** | | 0.7033 |" in r.output
+    summary = json.loads(out.read_text())
+    tags = summary["configs"][0]
+    assert [run["seed"] for run in tags["runs"]] == [0, 1, 2]
+    assert tags["summary"]["after.accuracy"]["mean"] == pytest.approx(0.7033, abs=1e-4)
+    r = CliRunner().invoke(
+        cli,
+        ["sweep", "compare", "format.recipe=answer_only", "format.recipe=tags",
+         "--exp-show", str(exp_show), "--json", str(tmp_path / "c.json")],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "after.accuracy: A 0.0150 (n=3), B 0.7033 (n=3)" in r.output
+    assert json.loads((tmp_path / "c.json").read_text())["metrics"]["after.accuracy"]["diff"] > 0
+    r = CliRunner().invoke(
+        cli, ["sweep", "compare", "seed=9", "format.recipe=tags", "--exp-show", str(exp_show)]
+    )
+    assert r.exit_code == 1 and "A: seed=9: selects 0 finished run(s)" in r.output

@@ -1,0 +1,1 @@
+"""Results across seeds: DVC experiments grouped by config, summarized and compared."""

@@ -1,0 +1,83 @@
+"""Runs grouped by config: every param the same but the seed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from tunixrt_dvc.errors import InvalidInput, Problem
+from tunixrt_dvc.sweep.runs import Run
+from tunixrt_dvc.sweep.stats import Summary, summarize
+
+SEED = "seed"
+# What the README reports: the eval stage's after-training scores and the train stage's losses.
+HEADLINE = (
+    "after.accuracy",
+    "after.format_compliance",
+    "after.step_accuracy",
+    "after.answer_follows_rate",
+    "after.accuracy_by_category.add",
+    "after.accuracy_by_category.sub",
+    "after.accuracy_by_category.mul",
+    "after.accuracy_by_category.two_step",
+    "eval.loss",
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    label: str  # the params that set it apart from the other configs, or "all runs"
+    runs: tuple[Run, ...]  # ordered by seed
+
+    def values(self, metric: str) -> list[float]:
+        return [v for r in self.runs if (v := r.metric(metric)) is not None]
+
+    def summary(self, metric: str) -> Summary | None:
+        values = self.values(metric)
+        return summarize(values) if values else None
+
+
+def _key(params: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in params.items() if k != SEED}, sort_keys=True, default=str)
+
+
+def _seed_order(run: Run) -> tuple[int, str]:
+    seed = run.params.get(SEED)
+    return (0, f"{seed:020d}") if isinstance(seed, int) else (1, str(seed))
+
+
+def group_by_config(runs: Sequence[Run]) -> list[Config]:
+    """One `Config` per distinct set of params but the seed, in the order first seen."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(_key(run.params), []).append(run)
+    firsts = [g[0].params for g in groups.values()]
+    keys = sorted({k for p in firsts for k in p if k != SEED})
+    varying = [k for k in keys if len({json.dumps(p.get(k), default=str) for p in firsts}) > 1]
+    out = []
+    for members in groups.values():
+        first = members[0].params
+        label = ", ".join(f"{k}={first.get(k)}" for k in varying) or "all runs"
+        out.append(Config(label, tuple(sorted(members, key=_seed_order))))
+    return out
+
+
+def parse_selector(text: str) -> dict[str, Any]:
+    """`train.steps=2000,format.recipe=answer_only` -> {key: value}, values read as YAML."""
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            msg = f"expected KEY=VALUE[,KEY=VALUE...], got {part!r}"
+            raise InvalidInput([Problem("<selector>", None, text, msg)])
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def select(runs: Sequence[Run], selector: dict[str, Any]) -> list[Run]:
+    """The runs whose params have every value of `selector`."""
+    return [r for r in runs if all(r.params.get(k) == v for k, v in selector.items())]

@@ -1,0 +1,100 @@
+"""The runs a DVC repository holds (commits and experiments), from `dvc exp show --json`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunixrt_dvc.errors import InvalidInput, Problem, ResourceError
+
+
+@dataclass(frozen=True)
+class Run:
+    """One finished pipeline run: its params and metrics, flattened to dotted keys."""
+
+    name: str  # the experiment's name, or the branch or short sha of a commit
+    rev: str
+    params: dict[str, Any]  # "seed", "train.steps", ...
+    metrics: dict[str, float]  # "metrics/eval.json:after.accuracy", ...
+
+    def metric(self, key: str) -> float | None:
+        """A metric by its full key or by the key within its file (if only one file has it)."""
+        if key in self.metrics:
+            return self.metrics[key]
+        found = [v for k, v in self.metrics.items() if k.split(":", 1)[1] == key]
+        return found[0] if len(found) == 1 else None
+
+
+def _flatten(data: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            yield from _flatten(value, f"{prefix}.{key}" if prefix else str(key))
+    else:
+        yield prefix, data
+
+
+def _run(row: Mapping[str, Any], name: str) -> Run | None:
+    data = row.get("data") or {}
+    if row.get("error") or not data.get("metrics"):
+        return None
+    params = {}
+    for file in (data.get("params") or {}).values():
+        params.update(_flatten(file.get("data") or {}))
+    metrics = {}
+    for path, file in data["metrics"].items():
+        for key, value in _flatten(file.get("data") or {}):
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                metrics[f"{path}:{key}"] = float(value)
+    return Run(name=name, rev=row["rev"], params=params, metrics=metrics)
+
+
+def runs_from_exp_show(rows: list[dict[str, Any]], *, commits: bool = True) -> list[Run]:
+    """Finished runs in `dvc exp show --json` output: the commits shown (unless `commits` is
+    false) and every successful experiment. Queued, running and failed ones are left out, and
+    so are repeats of a run with the same params (an experiment that reran a commit's params)."""
+    out: list[Run] = []
+    seen: set[str] = set()
+
+    def add(run: Run | None) -> None:
+        key = json.dumps(run.params, sort_keys=True, default=str) if run else ""
+        if run is not None and key not in seen:
+            seen.add(key)
+            out.append(run)
+
+    for row in rows:
+        if row.get("rev") == "workspace":
+            continue
+        for group in row.get("experiments") or []:
+            state = (group.get("executor") or {}).get("state", "success")
+            if state == "success" and group.get("revs"):
+                exp = group["revs"][0]
+                add(_run(exp, exp.get("name") or group.get("name") or exp["rev"][:7]))
+        if commits:
+            add(_run(row, row.get("name") or row["rev"][:7]))
+    return out
+
+
+def read_exp_show(source: str | Path | None = None) -> list[dict[str, Any]]:
+    """`dvc exp show --json` of the repository in the working directory, or a saved copy."""
+    if source is not None:
+        try:
+            data = json.loads(Path(source).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise InvalidInput([Problem(str(source), None, "<json>", str(e))]) from None
+    else:
+        proc = subprocess.run(
+            [sys.executable, "-m", "dvc", "exp", "show", "--json"],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode:
+            raise ResourceError(f"dvc exp show --json failed: {proc.stderr.strip()[-2000:]}")
+        data = json.loads(proc.stdout)
+    if not isinstance(data, list):
+        raise InvalidInput([Problem(str(source), 1, "<root>", "not `dvc exp show --json` output")])
+    return data

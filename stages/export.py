@@ -23,6 +23,11 @@ from tunixrt_dvc.params import load_params
     help="fail: stop, write nothing; skip: write bad records to OUT's .rejects.jsonl. [params]",
 )
 @click.option(
+    "--max-trace-bytes",
+    type=click.IntRange(min=1),
+    help="Traces whose canonical serialization is longer are invalid. [params]",
+)
+@click.option(
     "--evalsets",
     "evalsets_dir",
     type=click.Path(file_okay=False),
@@ -35,6 +40,7 @@ def main(
     limit: int | None,
     since: str | None,
     on_invalid: str | None,
+    max_trace_bytes: int | None,
     evalsets_dir: str | None,
     params_file: str,
 ) -> None:
@@ -55,5 +61,6 @@ def main(
         since=since if since is not None else p.since,
         on_invalid=on_invalid or p.on_invalid,  # type: ignore[arg-type]
         evalsets_dir=evalsets_dir or params.evalsets_dir,
+        max_trace_bytes=max_trace_bytes or p.max_trace_bytes,
     )
     click.echo(f"export: {report.summary()} -> {out}")

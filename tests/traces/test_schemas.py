@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -16,8 +18,10 @@ from tunixrt_dvc.traces.schemas import (
     StoredTrace,
     TraceStep,
     TrainingExample,
+    canonical_id,
     dumps,
     example_id,
+    is_uuid,
     trace_bytes,
     trace_to_example,
 )
@@ -97,6 +101,28 @@ def test_stored_trace_id_and_time():
     a = StoredTrace(id="a", created_at=datetime(2025, 1, 1, 2, tzinfo=plus2), trace=t)
     b = StoredTrace(id="a", created_at=datetime(2025, 1, 1, 0), trace=t)
     assert a == b and a.created_at.tzinfo == UTC and dumps(a) == dumps(b)
+
+
+def test_a_uuid_id_has_one_canonical_form_and_one_example_id():
+    u = uuid.UUID("1f0e4a2b-9c3d-4e5f-8a6b-7c8d9e0f1a2b")
+    # dashed (PostgreSQL, JSONL), 32 hex digits (tunix-rt's SQLite), either case
+    forms = [str(u), u.hex, u.hex.upper(), str(u).upper()]
+    t = ReasoningTrace.model_validate(trace())
+    at = datetime(2025, 1, 1, tzinfo=UTC)
+    assert {canonical_id(f) for f in forms} == {str(u)}
+    assert {StoredTrace(id=f, created_at=at, trace=t).id for f in forms} == {str(u)}
+    assert all(is_uuid(f) for f in forms)
+    sha = hashlib.sha256(str(u).encode()).hexdigest()[:16]
+    assert {example_id(f) for f in forms} == {sha}
+    e = trace_to_example(StoredTrace(id=u.hex, created_at=at, trace=t), source="sqlite")
+    assert e.id == sha and e.metadata.source_trace_id == str(u)
+    # anything else is an id of its own, kept as it is
+    others = ["abc", "1f0e", "g" * 32, str(u)[:-1] + "g", " " + u.hex[1:], u.hex + "\n"]
+    others += ["{" + str(u) + "}", f"urn:uuid:{u}", u.hex[:20] + "-" + u.hex[20:], "-" * 36]
+    for other in others:
+        assert canonical_id(other) == other and not is_uuid(other), other
+        assert example_id(other) == hashlib.sha256(other.encode()).hexdigest()[:16]
+        assert StoredTrace(id=other, created_at=at, trace=t).id == other
 
 
 def test_trace_bytes_is_the_canonical_size():

@@ -224,7 +224,8 @@ def test_sqlite_mixed_time_formats_are_sorted_by_time(tmp_path):
     ]
     out = items(foreign_sqlite(tmp_path / "f.sqlite", rows))
     assert [x.trace.prompt for x in out] == [make_trace(k).prompt for k in (2, 1, 0)]
-    assert [x.id for x in out][2] == rows[0][0]  # ids are kept as stored
+    # ids are read in their canonical form (changed: they were kept as stored, 32 hex digits)
+    assert [x.id for x in out][2] == str(uuid.UUID(rows[0][0]))
 
 
 def test_sqlite_row_problems(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from collections.abc import Iterator
 
 import psycopg
@@ -55,7 +56,14 @@ def test_sqlite_layout_and_text_time_order(tmp_path):
         db.import_traces([make_stored(1)])
     row = sqlite3.connect(path).execute("SELECT * FROM traces").fetchone()
     stored = make_stored(1)
-    assert row == (stored.id, "2025-01-01T00:00:01.000000+00:00", "1.0", dumps(stored.trace))
+    # Changed: rows are written as tunix-rt's ORM writes them in SQLite (32 hex digits, naive UTC
+    # with microseconds), not dashed ids and `2025-01-01T00:00:01.000000+00:00`.
+    assert row == (
+        uuid.UUID(stored.id).hex,
+        "2025-01-01 00:00:01.000000",
+        "1.0",
+        dumps(stored.trace),
+    )
 
 
 def test_sqlite_file_is_byte_identical_when_rebuilt(tmp_path, traces_factory):
@@ -141,8 +149,12 @@ def _jsonl(path, traces, extra=()):
 def test_traces_import_command(kind, tmp_path, request, traces_factory):
     url = request.getfixturevalue("pg_url") if kind == "postgresql" else str(tmp_path / "s.db")
     runner = CliRunner()
+    # Changed: an empty PostgreSQL database gets the table only when asked (test_tunixrt_schema)
+    create = ["--create-schema"] if kind == "postgresql" else []
     r = runner.invoke(
-        cli, ["traces", "import", _jsonl(tmp_path / "a.jsonl", traces_factory(3)), "--store", url]
+        cli,
+        ["traces", "import", _jsonl(tmp_path / "a.jsonl", traces_factory(3)), "--store", url]
+        + create,
     )
     assert r.exit_code == 0, r.output
     assert r.output.startswith("traces import: inserted 3, skipped 0 (id already in the store)")

@@ -39,20 +39,29 @@ def valid_or_nothing(records: Iterator[StoredTrace | list[Problem]]) -> Iterator
 @traces.command("import")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--store", required=True, help="sqlite:PATH, PATH.sqlite or postgresql://...")
-def import_(file: Path, store: str) -> None:
+@click.option(
+    "--create-schema",
+    is_flag=True,
+    help="Create the traces table in a PostgreSQL database that lacks it (tunix-rt's migrations"
+    " could then not create theirs). A SQLite file gets it without asking.",
+)
+def import_(file: Path, store: str, create_schema: bool) -> None:
     """Load a JSONL of traces into a store in one transaction, skipping ids already there.
 
     FILE holds one trace per line (flat, or {"id", "created_at", "trace"}); a bad line fails the
-    import and nothing is stored. The table is created if it is not there.
+    import and nothing is stored. Rows are written as tunix-rt writes them in that store. A
+    PostgreSQL database must already have tunix-rt's table (`alembic upgrade head` in tunix-rt's
+    backend), unless --create-schema; a SQLite file gets the table if it is not there. An
+    existing table is never altered.
     """
     from tunixrt_dvc.traces.jsonl import JsonlSource
     from tunixrt_dvc.traces.urls import open_store
 
     source = JsonlSource(file, since=None, limit=None)
     with open_store(store) as db:
-        db.create_schema()
         bar = tqdm(source, desc="import", unit=" traces", disable=None, mininterval=0.5)
-        result = db.import_traces(valid_or_nothing(iter(bar)))
+        create = create_schema or db.kind == "sqlite"  # a SQLite file gets its table as before
+        result = db.import_traces(valid_or_nothing(iter(bar)), create_schema=create)
     click.echo(
         f"traces import: inserted {result.inserted}, skipped {result.skipped}"
         f" (id already in the store) -> {db.name}"

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from tunixrt_dvc.errors import InvalidInput, Problem
 from tunixrt_dvc.io import atomic_open
 from tunixrt_dvc.task.reservations import load_reservations
-from tunixrt_dvc.traces.schemas import StoredTrace, dumps, trace_to_example
+from tunixrt_dvc.traces.schemas import MAX_TRACE_BYTES, StoredTrace, dumps, trace_to_example
 from tunixrt_dvc.traces.source import Rejected, parse_timestamp
 from tunixrt_dvc.traces.urls import open_source
 
@@ -75,18 +75,22 @@ def export(
     since: str | datetime | None = None,
     on_invalid: Literal["fail", "skip"] = "fail",
     evalsets_dir: str | Path,
+    max_trace_bytes: int = MAX_TRACE_BYTES,
 ) -> ExportReport:
     """Write the source's traces as TrainingExample JSONL to `out`, in (created_at, id) order.
 
     Traces that repeat a prompt of an eval set under `evalsets_dir`, or work out one of its
-    problems' computations (`task.reservations`), are dropped. Invalid
-    records fail the export (InvalidInput listing each, no output written) or, with
-    `on_invalid="skip"`, go to `rejects_path(out)` with their reasons. Byte-identical on rerun.
+    problems' computations (`task.reservations`), are dropped. Invalid records (a trace whose
+    canonical serialization is over `max_trace_bytes`, for one) fail the export (InvalidInput
+    listing each, no output written) or, with `on_invalid="skip"`, go to `rejects_path(out)` with
+    their reasons. Byte-identical on rerun.
     """
     if on_invalid not in ("fail", "skip"):
         raise ValueError(f"on_invalid must be 'fail' or 'skip', not {on_invalid!r}")
     out = Path(out)
-    src = open_source(source, since=parse_since(since), limit=limit)
+    src = open_source(
+        source, since=parse_since(since), limit=limit, max_trace_bytes=max_trace_bytes
+    )
     reserved = load_reservations(evalsets_dir)
     skip = on_invalid == "skip"
     read = written = dropped = rejected = listed = 0

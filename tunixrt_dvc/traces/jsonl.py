@@ -16,7 +16,7 @@ from pydantic_core import from_json
 from tqdm import tqdm
 
 from tunixrt_dvc.errors import InvalidInput, Problem, problems_from_validation
-from tunixrt_dvc.traces.schemas import ReasoningTrace, StoredTrace
+from tunixrt_dvc.traces.schemas import MAX_TRACE_BYTES, ReasoningTrace, StoredTrace, canonical_id
 from tunixrt_dvc.traces.source import (
     DEFAULT_CREATED_AT,
     Rejected,
@@ -40,8 +40,15 @@ class JsonlSource(Source):
 
     kind = "jsonl"
 
-    def __init__(self, path: Path, *, since: datetime | None, limit: int | None):
-        super().__init__(str(path), since=since, limit=limit)
+    def __init__(
+        self,
+        path: Path,
+        *,
+        since: datetime | None,
+        limit: int | None,
+        max_trace_bytes: int = MAX_TRACE_BYTES,
+    ):
+        super().__init__(str(path), since=since, limit=limit, max_trace_bytes=max_trace_bytes)
         self.path = path
 
     def parse_line(self, raw: bytes, line: int) -> StoredTrace | Rejected:
@@ -110,7 +117,8 @@ class JsonlSource(Source):
             except ValueError:
                 msg = f"not an ISO-8601 date and time: {created!r}"
                 problems.append(Problem(file, line, "created_at", msg))
-        if (msg := size_problem(trace, len(raw))) is not None:
+        msg = size_problem(trace, len(raw), ident=ident or None, limit=self.max_trace_bytes)
+        if msg is not None:
             problems.append(Problem(file, line, "<record>", msg))
         if problems:
             return Rejected(problems, raw=_text(raw))
@@ -118,9 +126,10 @@ class JsonlSource(Source):
 
     def _key(self, raw: bytes, line: int) -> tuple[int | None, str | None]:
         """The sort key of a line, cheaply; (None, None) if the line is bad."""
+        # Ids in their canonical form, as the parsed StoredTrace will have them.
         if (m := _KEY_PREFIX.match(raw)) is not None:
             try:
-                return _ts_key(parse_timestamp(m[2].decode())), m[1].decode()
+                return _ts_key(parse_timestamp(m[2].decode())), canonical_id(m[1].decode())
             except ValueError:
                 pass
         try:
@@ -129,7 +138,7 @@ class JsonlSource(Source):
             ident, created = data.get("id"), data.get("created_at")
             if isinstance(ident, str) and ident and (isinstance(created, str) or not nested):
                 at = DEFAULT_CREATED_AT if created is None else parse_timestamp(created)
-                return _ts_key(at), ident
+                return _ts_key(at), canonical_id(ident)
         except (ValueError, AttributeError, TypeError):
             pass
         # No id (its default is the payload's hash), or something is wrong: the full parse decides.

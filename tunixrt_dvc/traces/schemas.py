@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-MAX_TRACE_BYTES = 1024 * 1024
+MAX_TRACE_BYTES = 1024 * 1024  # the default of `export.max_trace_bytes`
 
 SourceKind = Literal["jsonl", "sqlite", "postgresql", "ungar", "builtin"]
 
@@ -66,12 +67,49 @@ class ReasoningTrace(_Strict):
         return meta
 
 
+# A UUID id as SQLAlchemy's Uuid stores it in SQLite (32 hex digits) or as PostgreSQL's uuid
+# prints it (8-4-4-4-12), in either case; and the canonical form, PostgreSQL's.
+_UUID_TEXT = re.compile(
+    r"[0-9A-Fa-f]{32}|[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+).fullmatch
+_CANONICAL_UUID = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+).fullmatch
+
+
+def is_uuid(ident: str) -> bool:
+    """Whether `ident` is a UUID in one of the spellings `canonical_id` reads."""
+    return (len(ident) == 36 or len(ident) == 32) and _UUID_TEXT(ident) is not None
+
+
+def canonical_id(ident: str) -> str:
+    """One text per trace identity: a UUID id (32 hex digits, as tunix-rt's SQLite stores it, or
+    8-4-4-4-12, either case) becomes its dashed lowercase form (PostgreSQL's `uuid::text`); any
+    other id is kept as it is."""
+    n = len(ident)
+    if n != 36 and n != 32:
+        return ident
+    if n == 36 and _CANONICAL_UUID(ident) is not None:
+        return ident  # the common case
+    if _UUID_TEXT(ident) is None:
+        return ident
+    h = ident.replace("-", "").lower()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 class StoredTrace(_Strict):
     """A trace with the identity and time the store gave it."""
 
     id: Annotated[str, Field(min_length=1, max_length=256)]
     created_at: datetime
     trace: ReasoningTrace
+
+    @field_validator("id")
+    @classmethod
+    def _canonical(cls, ident: str) -> str:
+        # One representation per identity, as for times: a UUID read from tunix-rt's SQLite
+        # (32 hex digits) and from PostgreSQL (dashed) is the same trace, with the same bytes.
+        return canonical_id(ident)
 
     @field_validator("created_at")
     @classmethod
@@ -122,8 +160,13 @@ def trace_bytes(trace: ReasoningTrace) -> int:
 
 
 def example_id(trace_id: str) -> str:
-    """Deterministic example id: a hash of the source trace's id (the same in every store)."""
-    return hashlib.sha256(trace_id.encode()).hexdigest()[:16]
+    """Deterministic example id: a hash of the source trace's id in its canonical form
+    (`canonical_id`), so it is the same in every store and spelling."""
+    return _id_hash(canonical_id(trace_id))
+
+
+def _id_hash(canonical: str) -> str:
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def trace_to_example(stored: StoredTrace, *, source: SourceKind) -> TrainingExample:
@@ -131,7 +174,7 @@ def trace_to_example(stored: StoredTrace, *, source: SourceKind) -> TrainingExam
     t = stored.trace
     tags = (t.meta or {}).get("tags") or []
     return TrainingExample(
-        id=example_id(stored.id),
+        id=_id_hash(stored.id),  # a StoredTrace's id is canonical (its validator)
         prompt=t.prompt,
         response=Response(
             steps=[s.content for s in sorted(t.steps, key=lambda s: s.i)],
@@ -139,7 +182,7 @@ def trace_to_example(stored: StoredTrace, *, source: SourceKind) -> TrainingExam
         ),
         metadata=ExampleMetadata(
             source_trace_id=stored.id,
-            created_at=stored.created_at.isoformat(),
+            created_at=stored.created_at.isoformat(),  # UTC, `+00:00`, whatever the store wrote
             tags=[str(x) for x in tags] if isinstance(tags, list) else [str(tags)],
             source=source,
         ),

@@ -22,6 +22,7 @@ from tunixrt_dvc.traces.schemas import (
     ReasoningTrace,
     SourceKind,
     StoredTrace,
+    canonical_id,
     dumps,
     trace_bytes,
 )
@@ -58,21 +59,26 @@ def default_trace_id(trace: ReasoningTrace) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, dumps(trace)))
 
 
-def size_problem(trace: ReasoningTrace, raw_len: int) -> str | None:
-    """Why the serialized trace is too big, or None. `raw_len`: bytes of the JSON it was read from.
+def size_problem(
+    trace: ReasoningTrace, raw_len: int, *, ident: str | None, limit: int = MAX_TRACE_BYTES
+) -> str | None:
+    """Why the serialized trace is too big, or None. `raw_len`: bytes of the JSON it was read from;
+    `ident`: the trace's id, named in the message (None: it has none, and gets its default);
+    `limit`: the most bytes allowed.
 
     Re-serializing costs as much as parsing, so it is skipped when the input is small enough: the
     canonical form can only be longer than the input through numbers (`1e15` is written
     `1000000000000000.0`, 4.5x) and an absent `meta` (`,"meta":null`), hence the bound 5x + 16.
     """
-    if raw_len * 5 + 16 <= MAX_TRACE_BYTES:
+    if raw_len * 5 + 16 <= limit:
         return None
     try:
         n = trace_bytes(trace)
     except ValueError as e:
         return f"cannot be serialized: {e}"
-    if n > MAX_TRACE_BYTES:
-        return f"serialized trace is {n} bytes, over the limit of {MAX_TRACE_BYTES}"
+    if n > limit:
+        shown = default_trace_id(trace) if ident is None else canonical_id(ident)
+        return f"serialized trace is {n} bytes, over the limit of {limit} (trace id {shown!r})"
     return None
 
 
@@ -86,10 +92,18 @@ class Source(ABC):
 
     kind: ClassVar[SourceKind]
 
-    def __init__(self, name: str, *, since: datetime | None, limit: int | None):
+    def __init__(
+        self,
+        name: str,
+        *,
+        since: datetime | None,
+        limit: int | None,
+        max_trace_bytes: int = MAX_TRACE_BYTES,
+    ):
         self.name = name
         self.since = since
         self.limit = limit
+        self.max_trace_bytes = max_trace_bytes  # a longer serialized trace is rejected
         self._active: Iterator[Any] | None = None
         # Ids held by more than one record: set by _records before it yields its first record.
         self._dups: set[str] = set()
@@ -158,6 +172,8 @@ def row_item(
     payload: str | None,
     payload_len: int,
     problems: list[Problem],
+    *,
+    max_trace_bytes: int = MAX_TRACE_BYTES,
 ) -> StoredTrace | Rejected:
     """Validate one database row whose id, time and text have been decoded (`problems` so far)."""
     trace = None
@@ -172,7 +188,8 @@ def row_item(
         if version != trace.trace_version:
             msg = f"column is {version!r} but the payload's is {trace.trace_version!r}"
             problems.append(Problem(file, None, "trace_version", msg))
-        if (msg := size_problem(trace, payload_len)) is not None:
+        msg = size_problem(trace, payload_len, ident=ident, limit=max_trace_bytes)
+        if msg is not None:
             problems.append(Problem(file, None, "payload", msg))
     if problems or trace is None or created is None:
         return Rejected(problems, raw=payload)

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
 from tunixrt_dvc.errors import InvalidInput, MissingDependency, Problem
-from tunixrt_dvc.traces.schemas import ReasoningTrace, StoredTrace, TraceStep
+from tunixrt_dvc.traces.schemas import MAX_TRACE_BYTES, ReasoningTrace, StoredTrace, TraceStep
 from tunixrt_dvc.traces.source import DEFAULT_CREATED_AT, Rejected, Source
 
 GAME = "high_card_duel"
@@ -174,8 +174,15 @@ class UngarSource(Source):
 
     kind = "ungar"
 
-    def __init__(self, url: str, *, since: datetime | None, limit: int | None):
-        super().__init__(url, since=since, limit=limit)
+    def __init__(
+        self,
+        url: str,
+        *,
+        since: datetime | None,
+        limit: int | None,
+        max_trace_bytes: int = MAX_TRACE_BYTES,  # an episode's trace is far smaller
+    ):
+        super().__init__(url, since=since, limit=limit, max_trace_bytes=max_trace_bytes)
         self.episodes, self.seed = parse_url(url)
         self._api = load()  # fails here, with exit status 2, when ungar is not installed
 

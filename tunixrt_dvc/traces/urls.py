@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from tunixrt_dvc.errors import InvalidInput, Problem
+from tunixrt_dvc.traces.schemas import MAX_TRACE_BYTES
 
 if TYPE_CHECKING:
     from tunixrt_dvc.traces.source import Source
@@ -54,16 +55,27 @@ _SOURCE_KINDS = (
 )
 
 
-def open_source(url: str, *, since: datetime | None = None, limit: int | None = None) -> Source:
+def open_source(
+    url: str,
+    *,
+    since: datetime | None = None,
+    limit: int | None = None,
+    max_trace_bytes: int = MAX_TRACE_BYTES,
+) -> Source:
     """The source `url` names (see the module docstring).
 
     `since` keeps records created at or after it (naive means UTC); `limit` stops after that many
-    records (valid or not). Opening checks what is cheap to check; reading reports the rest.
+    records (valid or not); a trace whose canonical serialization is over `max_trace_bytes` is
+    rejected. Opening checks what is cheap to check; reading reports the rest.
     """
     if limit is not None and limit < 1:
         raise InvalidInput([Problem("--limit", None, "limit", f"must be >= 1, got {limit}")])
+    if max_trace_bytes < 1:
+        msg = f"must be >= 1, got {max_trace_bytes}"
+        raise InvalidInput([Problem("--max-trace-bytes", None, "max_trace_bytes", msg)])
     if since is not None:
         since = since.replace(tzinfo=UTC) if since.tzinfo is None else since.astimezone(UTC)
+    kw = {"since": since, "limit": limit, "max_trace_bytes": max_trace_bytes}
     where = parse_location(url)
     if where is None:
         msg = f"unknown kind of source: use {_SOURCE_KINDS}"
@@ -71,18 +83,18 @@ def open_source(url: str, *, since: datetime | None = None, limit: int | None = 
     if where.kind == "jsonl":
         from tunixrt_dvc.traces.jsonl import JsonlSource
 
-        return JsonlSource(Path(where.target), since=since, limit=limit)
+        return JsonlSource(Path(where.target), **kw)
     if where.kind == "sqlite":
         from tunixrt_dvc.traces.sqlite import SqliteSource
 
-        return SqliteSource(Path(where.target), since=since, limit=limit)
+        return SqliteSource(Path(where.target), **kw)
     if where.kind == "postgresql":
         from tunixrt_dvc.traces.postgres import PostgresSource
 
-        return PostgresSource(where.target, since=since, limit=limit)
+        return PostgresSource(where.target, **kw)
     from tunixrt_dvc.traces.ungar import UngarSource
 
-    return UngarSource(where.target, since=since, limit=limit)
+    return UngarSource(where.target, **kw)
 
 
 def open_store(url: str) -> TraceStore:

@@ -48,6 +48,21 @@ from tunixrt_dvc.report.write import write_report
     type=click.Path(file_okay=False),
     help="Output directory.",
 )
+@click.option(
+    "--train-plots",
+    default="train/plots/metrics",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="The train stage's DVCLive plots (loss, eval loss, lr, grad norm) for index.html.",
+)
+@click.option(
+    "--templates",
+    "template_dir",
+    default=".dvc/plots",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="The project's Vega-Lite templates (the ones `dvc plots` uses).",
+)
 @params_option("params.yaml to read `report.*` from.")
 @click.option(
     "--n-examples",
@@ -61,10 +76,13 @@ def main(
     metrics: str,
     manifest: str,
     out_dir: str,
+    train_plots: str,
+    template_dir: str,
     params_file: str,
     n_examples: int | None,
 ) -> None:
-    """Write OUT/delta_report.md and OUT/eval_traces.jsonl (loadable by `tunixrt traces import`)."""
+    """Write OUT/delta_report.md, OUT/index.html (one self-contained page with charts) and
+    OUT/eval_traces.jsonl (loadable by `tunixrt traces import`)."""
     params = load_params(params_file)
     out = write_report(
         before_path=before,
@@ -73,9 +91,13 @@ def main(
         manifest_path=manifest,
         out_dir=out_dir,
         n_examples=params.report.n_examples if n_examples is None else n_examples,
+        train_plots=train_plots,
+        template_dir=template_dir,
+        sweep_path=params.report.seed_sweep,
     )
     click.echo(
-        f"report: {out.n_items} items -> {out.report}; {out.n_traces} traces -> {out.traces}"
+        f"report: {out.n_items} items -> {out.report}; {out.n_traces} traces -> {out.traces}; "
+        f"page -> {out.html}"
     )
 
 

@@ -214,11 +214,12 @@ def test_fresh_clone_runs_every_stage_and_a_second_repro_none(pipeline: Pipeline
         assert f"Stage '{stage}' didn't change, skipping" in pipeline.second
     assert pipeline.a.status() == {}
     assert "Data and pipelines are up to date." in pipeline.a.dvc("status")
-    for out in ("data/traces.sqlite", "train/model", "eval/after.jsonl", "report/delta_report.md"):
+    outs = ("data/traces.sqlite", "train/model", "eval/after.jsonl", "report/delta_report.md")
+    for out in (*outs, "report/index.html"):
         assert (pipeline.a.path / out).exists(), out
     metrics = json.loads(pipeline.a.read("train/metrics.json"))
-    assert metrics["steps"] == SMALL["train"]["steps"]
-    assert metrics["eval_loss_last"] < metrics["eval_loss_first"]  # it learned something
+    assert metrics["step"] == SMALL["train"]["steps"]
+    assert metrics["eval"]["loss"] < metrics["eval"]["loss_first"]  # it learned something
     evals = json.loads(pipeline.a.read("metrics/eval.json"))
     assert evals["before"]["n"] == evals["after"]["n"] == SMALL["eval"]["limit"]
 
@@ -298,6 +299,36 @@ def test_exp_run_is_listed_by_exp_show_and_metrics_diff_shows_it(a: Clone):
         "diff": 4,
     }
     assert "train/metrics.json" in a.dvc("metrics", "diff", branch)  # the table a user reads
+
+
+def declared_plots(dvc_yaml: Path, root: Path) -> list[str]:
+    """The plot ids `dvc plots show` reports for dvc.yaml: top-level plot names and every file of
+    the stages' plot outputs (a directory stands for its files)."""
+    spec = yaml.safe_load(dvc_yaml.read_text())
+    ids = [name for entry in spec.get("plots", []) for name in entry]
+    for stage in spec["stages"].values():
+        for entry in stage.get("plots", []):
+            path = next(iter(entry)) if isinstance(entry, dict) else entry
+            if (root / path).is_dir():
+                ids += sorted(p.relative_to(root).as_posix() for p in (root / path).rglob("*.tsv"))
+            else:
+                ids.append(path)
+    return ids
+
+
+def test_every_declared_plot_renders_with_data_in_show_and_diff(a: Clone):
+    declared = declared_plots(a.path / "dvc.yaml", a.path)
+    assert "eval/accuracy_by_category.json" in declared and "Loss (log scale)" in declared
+    branch = a.git("rev-parse", "--abbrev-ref", "HEAD").strip()
+    for args, revisions in ((["show"], {"workspace"}), (["diff", branch], {"workspace", branch})):
+        out = json.loads(a.dvc("plots", *args, "--json"))
+        assert not out.get("errors"), out.get("errors")
+        for plot in declared:
+            (entry,) = out["data"][plot]
+            assert set(entry["revisions"]) == revisions, (plot, entry["revisions"])
+            values = entry["content"]["data"]["values"]
+            assert {v["rev"] for v in values} == revisions, plot
+            assert len(values) >= 2 * len(revisions), plot
 
 
 def unshare_net() -> list[str]:

@@ -42,6 +42,8 @@ class ExportParams(_Section):
         return v.isoformat() if isinstance(v, date | datetime) else v
 
     on_invalid: Literal["fail", "skip"]
+    # A trace whose canonical serialization is longer is invalid (tunix-rt stores longer ones).
+    max_trace_bytes: Annotated[int, Field(ge=1)]
 
 
 class FormatParams(_Section):
@@ -98,6 +100,7 @@ class EvalParams(_Section):
 
 class ReportParams(_Section):
     n_examples: Annotated[int, Field(ge=0)]
+    seed_sweep: str | None  # `tunixrt sweep summary --json` output to show in index.html
 
 
 class Params(_Section):

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from support.params import write_params
+from support.params import REPO, write_params
 
 from stages.report import main as report_main
-from tunixrt_dvc.task.scoring import ScoredItem, eval_metrics
+from tunixrt_dvc.task.scoring import ScoredItem, accuracy_plot_rows, eval_metrics
 from tunixrt_dvc.traces.schemas import StoredTrace, dumps
 
 MANIFEST = {
@@ -113,7 +117,25 @@ def _inputs(tmp_path: Path, *, n_examples: int = 2) -> dict[str, Path]:
     paths["metrics"].write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     paths["manifest"].write_text(json.dumps(MANIFEST), encoding="utf-8")
     write_params(paths["params"], {"report": {"n_examples": n_examples}})
+    paths["train-plots"] = _train_plots(tmp_path / "train" / "plots" / "metrics")
+    paths["templates"] = REPO / ".dvc" / "plots"
     return paths
+
+
+def _train_plots(root: Path) -> Path:
+    """DVCLive's files as the train stage writes them: 12 steps, evaluations at 0, 6 and 12."""
+    curves = {
+        "train/loss": [(s, 6.0 / s) for s in range(1, 13)],
+        "train/grad_norm": [(s, 2.0 / s**0.5) for s in range(1, 13)],
+        "train/lr": [(s, 0.003 * min(1, s / 3)) for s in range(1, 13)],
+        "eval/loss": [(0, 6.2), (6, 1.1), (12, 0.4)],
+    }
+    for name, rows in curves.items():
+        path = root / f"{name}.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        column = name.split("/")[1]
+        path.write_text(f"step\t{column}\n" + "".join(f"{a}\t{b!r}\n" for a, b in rows))
+    return root
 
 
 def _run(paths: dict[str, Path], out: Path, *extra: str):
@@ -270,3 +292,101 @@ def test_eval_traces_import_into_a_store(in_tmp) -> None:
     assert _run(paths, in_tmp / "report").exit_code == 0
     again = CliRunner().invoke(tunixrt, args)
     assert again.exit_code == 0 and "inserted 0, skipped 8" in again.output
+
+
+# --- the HTML page ---------------------------------------------------------------------------
+
+CHARTS = {"loss": 15, "lr": 12, "grad_norm": 12, "by_category": 8, "by_difficulty": 6}
+
+
+def _figures(html: str) -> dict[str, str]:
+    """Each `<figure data-chart=...>` of the page, by name."""
+    return {
+        m["name"]: m["body"]
+        for m in re.finditer(
+            r'<figure data-chart="(?P<name>[^"]+)"(?P<body>.*?)</figure>', html, re.S
+        )
+    }
+
+
+def test_page_is_self_contained_and_byte_identical(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    paths = _inputs(Path("."))
+    assert _run(paths, Path("a")).exit_code == 0 and _run(paths, Path("b")).exit_code == 0
+    page = (tmp_path / "a" / "index.html").read_text()
+    assert page == (tmp_path / "b" / "index.html").read_text()
+    # Nothing to fetch: no scripts, links, imports or external URLs (SVG namespaces aside).
+    assert not re.search(r"<script|<link|<img|<iframe|@import|url\([^#]", page)
+    urls = set(re.findall(r"https?://[^\s\"'<>)]+", page))
+    assert urls <= {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}, urls
+    figures = _figures(page)
+    assert set(figures) == set(CHARTS)
+    for name, points in CHARTS.items():
+        assert f'data-points="{points}"' in figures[name] and "<svg" in figures[name], name
+    assert str(tmp_path) not in page
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        why = "chromium not found: install Debian's `chromium` package (.ci/run does)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(why, pytrace=False)
+        pytest.skip(why)
+    return path
+
+
+def _offline() -> list[str]:
+    """Run without any network: a new network namespace where one can be made."""
+    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True)
+    return ["unshare", "-n"] if probe.returncode == 0 else []
+
+
+def _browse(page: Path, profile: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [
+        *_offline(),
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        # Even where a namespace cannot be made: nothing resolves, no proxy is reachable.
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--proxy-server=socks5://127.0.0.1:9",
+        f"--user-data-dir={profile}",
+        *args,
+        page.resolve().as_uri(),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_page_renders_every_chart_in_a_browser_without_network(in_tmp) -> None:
+    from PIL import Image
+
+    paths = _inputs(in_tmp)
+    assert _run(paths, in_tmp / "report").exit_code == 0
+    page = in_tmp / "report" / "index.html"
+    dom = _browse(page, in_tmp / "profile", "--dump-dom").stdout
+    figures = _figures(dom)
+    assert set(figures) == set(CHARTS)
+    for name in CHARTS:
+        assert re.search(r'<svg[^>]*width="[1-9]', figures[name]), name
+    # The data drawn is the report's: every bar by its label, both loss curves as lines.
+    before, after = _pairs()
+    for row in accuracy_plot_rows(before, after):
+        label = f"category: {row['category']}; accuracy: {row['accuracy']:g}; model: {row['model']}"
+        assert label in figures["by_category"], label
+    assert figures["loss"].count('aria-roledescription="line mark"') == 2
+    assert 'id="headline-table"' in dom and "<td>accuracy</td>" in dom
+
+    shot = in_tmp / "shot.png"
+    _browse(page, in_tmp / "profile2", "--window-size=1200,2400", f"--screenshot={shot}")
+    image = Image.open(shot).convert("RGB")
+    pixels = image.getdata()
+    ink = sum(1 for p in pixels if p != (255, 255, 255)) / len(pixels)
+    assert ink > 0.03 and len(set(pixels)) > 50, (ink, len(set(pixels)))

@@ -12,7 +12,7 @@ from tunixrt_dvc.task.scoring import ScoredItem
 
 NO_ANSWER = "[no answer]"
 EMPTY_GENERATION = "[empty generation]"
-_HEADLINE = [
+HEADLINE = [
     ("accuracy", "accuracy"),
     ("format_compliance", "format compliance"),
     ("step_accuracy", "equation steps correct"),
@@ -108,7 +108,7 @@ def render_report(
         "",
         "## Headline",
         "",
-        *_table([(label, m_b.get(k), m_a.get(k), m_d.get(k)) for k, label in _HEADLINE], "metric"),
+        *_table([(label, m_b.get(k), m_a.get(k), m_d.get(k)) for k, label in HEADLINE], "metric"),
         "",
         f"{fixed} item(s) went from wrong to correct, {broken} from correct to wrong.",
         "",

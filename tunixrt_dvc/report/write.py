@@ -7,10 +7,12 @@ from pathlib import Path
 
 from tunixrt_dvc.errors import InvalidInput
 from tunixrt_dvc.io import atomic_write, read_json_object, sha256_file
+from tunixrt_dvc.report.charts import Chart, grouped_bars, line_chart, read_tsv
+from tunixrt_dvc.report.html import render_html
 from tunixrt_dvc.report.markdown import render_report
 from tunixrt_dvc.report.run import check_metrics, pair_items
 from tunixrt_dvc.report.traces import eval_traces
-from tunixrt_dvc.task.scoring import eval_metrics, read_scored
+from tunixrt_dvc.task.scoring import accuracy_plot_rows, eval_metrics, read_scored
 from tunixrt_dvc.traces.schemas import dumps
 
 
@@ -26,8 +28,66 @@ def _display(path: Path) -> str:
 class ReportOutputs:
     report: Path
     traces: Path
+    html: Path | None
     n_items: int
     n_traces: int
+
+
+_DIFFICULTY_ORDER = ("easy", "medium", "hard")
+
+
+def charts(before: list, after: list, *, train_plots: Path, template_dir: Path) -> list[Chart]:
+    """The page's charts: training curves from DVCLive's files, accuracy from the items."""
+
+    def metric(name: str, column: str) -> list[tuple[float, float]]:
+        return read_tsv(train_plots / f"{name}.tsv", column)
+
+    by_difficulty = accuracy_plot_rows(before, after, by="difficulty")
+    order = {d: i for i, d in enumerate(_DIFFICULTY_ORDER)}
+    by_difficulty.sort(key=lambda r: (order.get(r["difficulty"], len(order)), r["difficulty"]))
+    lines = {"template_dir": template_dir, "x": "step"}
+    return [
+        line_chart(
+            "loss",
+            "Loss and eval loss (log scale)",
+            {"train": metric("train/loss", "loss"), "eval": metric("eval/loss", "loss")},
+            y="loss",
+            template="log_linear",
+            **lines,
+        ),
+        line_chart(
+            "lr",
+            "Learning rate",
+            {"train": metric("train/lr", "lr")},
+            y="lr",
+            template="simple",
+            **lines,
+        ),
+        line_chart(
+            "grad_norm",
+            "Gradient norm (log scale)",
+            {"train": metric("train/grad_norm", "grad_norm")},
+            y="grad_norm",
+            template="log_linear",
+            **lines,
+        ),
+        grouped_bars(
+            "by_category",
+            "Accuracy by category",
+            accuracy_plot_rows(before, after),
+            x="category",
+            y="accuracy",
+            template_dir=template_dir,
+        ),
+        grouped_bars(
+            "by_difficulty",
+            "Accuracy by difficulty",
+            by_difficulty,
+            x="difficulty",
+            y="accuracy",
+            template_dir=template_dir,
+        ),
+    ]
 
 
 def write_report(
@@ -38,8 +98,12 @@ def write_report(
     manifest_path: str | Path,
     out_dir: str | Path,
     n_examples: int,
+    train_plots: str | Path | None = None,
+    template_dir: str | Path = ".dvc/plots",
+    sweep_path: str | Path | None = None,
 ) -> ReportOutputs:
-    """Validate every input, then write delta_report.md and eval_traces.jsonl under out_dir."""
+    """Validate every input, then write delta_report.md, eval_traces.jsonl and, given the train
+    stage's DVCLive plots, index.html (with the seed-sweep summary when one is given)."""
     before_path, after_path = Path(before_path), Path(after_path)
     metrics_path, manifest_path, out_dir = Path(metrics_path), Path(manifest_path), Path(out_dir)
     before, after = read_scored(before_path), read_scored(after_path)
@@ -62,7 +126,22 @@ def write_report(
         pairs=pairs, metrics=recomputed, manifest=manifest, n_examples=n_examples, inputs=inputs
     )
     traces = eval_traces(before, after, manifest=manifest)
+    html_file = None
+    if train_plots is not None:
+        sweep = read_json_object(sweep_path, what="seed-sweep summary") if sweep_path else None
+        page = render_html(
+            pairs=pairs,
+            metrics=recomputed,
+            manifest=manifest,
+            charts=charts(
+                before, after, train_plots=Path(train_plots), template_dir=Path(template_dir)
+            ),
+            n_examples=n_examples,
+            sweep=sweep,
+        )
+        html_file = out_dir / "index.html"
+        atomic_write(html_file, page)
     report_file, traces_file = out_dir / "delta_report.md", out_dir / "eval_traces.jsonl"
     atomic_write(traces_file, "".join(dumps(t) + "\n" for t in traces))
     atomic_write(report_file, report)
-    return ReportOutputs(report_file, traces_file, len(pairs), len(traces))
+    return ReportOutputs(report_file, traces_file, html_file, len(pairs), len(traces))

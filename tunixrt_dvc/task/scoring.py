@@ -368,14 +368,17 @@ def eval_metrics(
 def accuracy_plot_rows(
     before: Sequence[ScoredItem] | Mapping[str, Any],
     after: Sequence[ScoredItem] | Mapping[str, Any],
+    *,
+    by: str = "category",
 ) -> list[dict[str, Any]]:
-    """Rows `{"category", "model", "accuracy"}` for a DVC bar plot of accuracy by category."""
+    """Rows `{by, "model", "accuracy"}` for a bar plot of accuracy by category (or difficulty)."""
     sides = (("before", _as_summary(before)), ("after", _as_summary(after)))
-    categories = sorted(set().union(*(s["accuracy_by_category"] for _, s in sides)))
+    key = f"accuracy_by_{by}"
+    groups = sorted(set().union(*(s[key] for _, s in sides)))
     rows = []
-    for category in categories:
+    for group in groups:
         for model, summary in sides:
-            acc = summary["accuracy_by_category"].get(category)
+            acc = summary[key].get(group)
             if acc is not None:
-                rows.append({"category": category, "model": model, "accuracy": round(acc, 4)})
+                rows.append({by: group, "model": model, "accuracy": round(acc, 4)})
     return rows

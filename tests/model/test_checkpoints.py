@@ -38,12 +38,16 @@ def _random_model(params: ModelParams, seed: int = 0):
     """Every parameter random (Tunix initialises MLPs and norms to zero, which would hide a
     swapped gate/up projection or a misplaced norm)."""
     model, config = build_model(params, vocab_size=VOCAB, max_len=MAX_LEN, seed=seed)
+    return _randomize(model, seed), config
+
+
+def _randomize(model, seed: int):
     rng = np.random.default_rng(seed)
     state = nnx.state(model, nnx.Param)
     nnx.update(
         model, jax.tree.map(lambda x: jnp.asarray(rng.normal(0, 0.5, x.shape), x.dtype), state)
     )
-    return model, config
+    return model
 
 
 @nnx.jit
@@ -218,6 +222,328 @@ def test_config_json_mismatch_names_file_and_line(saved, tmp_path):
         f"config.json:{line}: rope_local_base_freq: checkpoint has 5000, the config has 10000"
         in (e.value.message)
     )
+
+
+# config.json as transformers 5 writes it (`rope_parameters` per layer type), and the values that
+# tensor shapes cannot reveal: RoPE bases and scaling, the query scaling. Small models with a real
+# preset's architecture: 6 layers, so that one is global (layer 5), as in Gemma3.
+
+
+def _preset_shaped(factory: str, **dims) -> ModelConfig:
+    """The preset's RoPE bases and scaling, window and query normalisation; small dimensions."""
+    small = dict(num_layers=6, embed_dim=64, hidden_dim=128, num_heads=4, head_dim=16)
+    return dataclasses.replace(
+        getattr(ModelConfig, factory)(),
+        **(small | dims),
+        num_kv_heads=1,
+        num_embed=VOCAB,
+        param_dtype=jnp.float32,
+    )
+
+
+SHAPED = {
+    # factory -> small dimensions; 27b scales queries by embed_dim // num_heads (96 // 4 = 24),
+    # not by head_dim (16), so the two are told apart.
+    "gemma3_1b_pt": {},
+    "gemma3_4b_pt": {},
+    "gemma3_27b_pt": {"embed_dim": 96},
+}
+
+
+@pytest.fixture(scope="module")
+def shaped(tmp_path_factory):
+    """factory -> (directory with `v4/` and `v5/` config.json forms of one model, config, model)."""
+    made = {}
+
+    def get(factory: str):
+        if factory not in made:
+            config = _preset_shaped(factory, **SHAPED[factory])
+            model = _randomize(random_model(config, seed=1), seed=1)
+            root = tmp_path_factory.mktemp(factory)
+            save_checkpoint_safetensors(model, config, root / "v4")
+            save_checkpoint_safetensors(model, config, root / "v5", transformers5=True)
+            made[factory] = root, config, model
+        return made[factory]
+
+    return get
+
+
+def _line(text: str, *keys: str) -> int:
+    """The line of the last of `keys`, each looked for after the line of the one before."""
+    lines, start = text.splitlines(), 0
+    for key in keys:
+        n = next(i for i in range(start, len(lines)) if f'"{key}"' in lines[i])
+        start = n + 1
+    return start
+
+
+def _edited(src, dest, edit) -> str:
+    """`src`'s checkpoint in `dest`, its config.json changed by `edit(cfg)`; the new text."""
+    dest.mkdir(exist_ok=True)
+    shutil.copy(src / "model.safetensors", dest)
+    cfg = json.loads((src / "config.json").read_text())
+    edit(cfg)
+    text = json.dumps(cfg, indent=2, sort_keys=True) + "\n"
+    (dest / "config.json").write_text(text)
+    return text
+
+
+def test_transformers5_config_json_form(saved, shaped, tmp_path):
+    root, config, _ = saved
+    model = load_checkpoint(root / "hf", config, dtype="float32")
+    save_checkpoint_safetensors(model, config, tmp_path, transformers5=True)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert not {"rope_theta", "rope_local_base_freq", "rope_scaling", "torch_dtype"} & set(cfg)
+    assert cfg["rope_parameters"] == {
+        "full_attention": {"rope_type": "default", "rope_theta": 10000.0},
+        "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+    }
+    assert cfg["dtype"] == "float32"
+    cfg = json.loads((shaped("gemma3_4b_pt")[0] / "v5" / "config.json").read_text())
+    assert cfg["rope_parameters"] == {
+        "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
+        "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+    }
+
+
+def test_transformers5_writer_matches_transformers(shaped):
+    """Where transformers 5 is installed (it is not a dependency): it reads the v4 form into the
+    same `rope_parameters` as the v5 writer writes."""
+    transformers = pytest.importorskip("transformers")
+    if int(transformers.__version__.split(".")[0]) < 5:
+        pytest.skip(f"transformers {transformers.__version__} has no rope_parameters")
+    root = shaped("gemma3_4b_pt")[0]
+    v4, v5 = (json.loads((root / v / "config.json").read_text()) for v in ("v4", "v5"))
+    drop = {"architectures", "model_type", "torch_dtype", "dtype"}
+    got = transformers.Gemma3TextConfig(**{k: v for k, v in v4.items() if k not in drop})
+    assert got.rope_parameters == v5["rope_parameters"]
+    assert got.query_pre_attn_scalar == v5["query_pre_attn_scalar"]
+
+
+def test_transformers5_config_round_trip(saved, tmp_path):
+    """The tiny all-local model, from a config.json in transformers 5's form."""
+    root, config, want = saved
+    model = load_checkpoint(root / "hf", config, dtype="float32")
+    save_checkpoint_safetensors(model, config, tmp_path, transformers5=True)
+    np.testing.assert_array_equal(_logits(load_checkpoint(tmp_path, config, dtype="float32")), want)
+
+
+@pytest.mark.parametrize("form", ["v4", "v5"])
+@pytest.mark.parametrize(
+    ("preset", "factory"),
+    [("gemma3-1b", "gemma3_1b_pt"), ("gemma3-4b", "gemma3_4b_pt"), ("gemma3-27b", "gemma3_27b_pt")],
+)
+def test_preset_architecture_round_trip(shaped, monkeypatch, preset, factory, form):
+    """A real preset's RoPE (4b and 27b: global layers scaled linearly by 8) and query scaling, in
+    both config.json forms, through build_model: loads with identical logits."""
+    root, config, model = shaped(factory)
+    monkeypatch.setattr(ModelConfig, factory, staticmethod(lambda: config))
+    params = model_params(preset=preset, checkpoint=str(root / form))
+    loaded, got = build_model(params, vocab_size=VOCAB, max_len=MAX_LEN, seed=5)
+    assert got == config
+    np.testing.assert_array_equal(_logits(loaded), _logits(model))
+
+
+def _set(*path, value):
+    def edit(cfg):
+        for key in path[:-1]:
+            cfg = cfg[key]
+        cfg[path[-1]] = value
+
+    return edit
+
+
+_LINEAR_8 = {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0}
+_DEFAULT_1M = {"rope_type": "default", "rope_theta": 1000000.0}
+_HEAD_DIM = " (head_dim: BY_ONE_OVER_SQRT_HEAD_DIM)"
+_EMBED_DIV = " (embed_dim // num_heads: BY_ONE_OVER_SQRT_EMBED_DIM_DIV_NUM_HEADS)"
+
+
+@pytest.mark.parametrize(
+    ("factory", "form", "edit", "keys", "message", "at"),
+    [
+        pytest.param(
+            "gemma3_1b_pt",
+            "v5",
+            _set("rope_parameters", "full_attention", "rope_theta", value=10000.0),
+            ("rope_parameters", "full_attention", "rope_theta"),
+            "checkpoint has 10000.0, the config has 1000000",
+            None,
+            id="v5-global-base",
+        ),
+        pytest.param(
+            "gemma3_1b_pt",
+            "v5",
+            _set("rope_parameters", "sliding_attention", "rope_theta", value=1000000.0),
+            ("rope_parameters", "sliding_attention", "rope_theta"),
+            "checkpoint has 1000000.0, the config has 10000",
+            None,
+            id="v5-local-base",
+        ),
+        pytest.param(
+            "gemma3_1b_pt",
+            "v5",
+            _set("rope_parameters", "full_attention", value=_LINEAR_8),
+            ("rope_parameters", "full_attention", "factor"),
+            "checkpoint has 8.0, the config has 1.0",
+            None,
+            id="v5-scaling-8-on-1b",
+        ),
+        pytest.param(
+            "gemma3_1b_pt",
+            "v5",
+            _set("rope_parameters", "sliding_attention", value=_LINEAR_8 | {"rope_theta": 1e4}),
+            ("rope_parameters", "sliding_attention", "factor"),
+            "checkpoint has 8.0, the config has 1.0",
+            None,
+            id="v5-local-scaling",
+        ),
+        pytest.param(
+            "gemma3_4b_pt",
+            "v5",
+            _set("rope_parameters", "full_attention", value=_DEFAULT_1M),
+            ("rope_parameters", "full_attention", "factor"),
+            "checkpoint has 1.0 (rope_type 'default'), the config has 8.0",
+            ("rope_parameters", "full_attention", "rope_type"),  # no "factor" key: its rope_type
+            id="v5-no-scaling-on-4b",
+        ),
+        pytest.param(
+            "gemma3_1b_pt",
+            "v5",
+            _set("rope_parameters", "full_attention", "rope_type", value="yarn"),
+            ("rope_parameters", "full_attention", "rope_type"),
+            "checkpoint has 'yarn': Tunix's Gemma3 has only 'default' and 'linear'",
+            None,
+            id="v5-unsupported-rope-type",
+        ),
+        pytest.param(
+            "gemma3_1b_pt",
+            "v5",
+            _set("query_pre_attn_scalar", value=256),
+            ("query_pre_attn_scalar",),
+            "checkpoint has 256, the config has 16" + _HEAD_DIM,
+            None,
+            id="v5-query-scalar",
+        ),
+        pytest.param(
+            "gemma3_27b_pt",
+            "v5",
+            _set("query_pre_attn_scalar", value=16),
+            ("query_pre_attn_scalar",),
+            "checkpoint has 16, the config has 24" + _EMBED_DIV,
+            None,
+            id="v5-query-scalar-27b",
+        ),
+        pytest.param(
+            "gemma3_1b_pt",
+            "v4",
+            _set("rope_theta", value=10000.0),
+            ("rope_theta",),
+            "checkpoint has 10000.0, the config has 1000000",
+            None,
+            id="v4-global-base",
+        ),
+        pytest.param(
+            "gemma3_1b_pt",
+            "v4",
+            _set("rope_scaling", value={"factor": 8.0, "rope_type": "linear"}),
+            ("rope_scaling", "factor"),
+            "checkpoint has 8.0, the config has 1.0",
+            None,
+            id="v4-scaling-8-on-1b",
+        ),
+        pytest.param(
+            "gemma3_4b_pt",
+            "v4",
+            _set("rope_scaling", value=None),
+            ("rope_scaling", "factor"),
+            "checkpoint has 1.0, the config has 8.0",
+            ("rope_scaling",),  # null: the line of rope_scaling
+            id="v4-no-scaling-on-4b",
+        ),
+        pytest.param(
+            "gemma3_1b_pt",
+            "v4",
+            _set("query_pre_attn_scalar", value=256),
+            ("query_pre_attn_scalar",),
+            "checkpoint has 256, the config has 16" + _HEAD_DIM,
+            None,
+            id="v4-query-scalar",
+        ),
+        pytest.param(
+            "gemma3_27b_pt",
+            "v4",
+            _set("query_pre_attn_scalar", value=16),
+            ("query_pre_attn_scalar",),
+            "checkpoint has 16, the config has 24" + _EMBED_DIV,
+            None,
+            id="v4-query-scalar-27b",
+        ),
+    ],
+)
+def test_config_json_value_mismatch_names_file_line_and_key(
+    shaped, tmp_path, factory, form, edit, keys, message, at
+):
+    root, config, _ = shaped(factory)
+    text = _edited(root / form, tmp_path, edit)
+    with pytest.raises(C.ShapeMismatch) as e:
+        load_checkpoint(tmp_path, config, dtype="float32")
+    # The only problem: file:line: key: message, the line being the key's own.
+    line = _line(text, *(at or keys))
+    want = f"{tmp_path / 'config.json'}:{line}: {'.'.join(keys)}: {message}"
+    assert [str(p) for p in e.value.problems] == [want]
+    assert want in e.value.message
+
+
+def test_multimodal_config_json_names_the_text_config_key(shaped, tmp_path):
+    """The language model's config nested in `text_config`, after a `vision_config` that has keys
+    of the same names: the line is the text config's."""
+    root, config, _ = shaped("gemma3_1b_pt")
+    shutil.copy(root / "v5" / "model.safetensors", tmp_path)
+    text_config = json.loads((root / "v5" / "config.json").read_text())
+    text_config["rope_parameters"]["full_attention"]["rope_theta"] = 10000.0
+    vision = {"hidden_size": 1152, "num_hidden_layers": 27, "num_attention_heads": 16}
+    vision["rope_parameters"] = {"full_attention": {"rope_theta": 10000.0}}
+    cfg = {"model_type": "gemma3", "vision_config": vision, "text_config": text_config}
+    text = json.dumps(cfg, indent=2) + "\n"
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(C.ShapeMismatch) as e:
+        load_checkpoint(tmp_path, config, dtype="float32")
+    line = _line(text, "text_config", "rope_parameters", "full_attention", "rope_theta")
+    assert [str(p) for p in e.value.problems] == [
+        f"{tmp_path / 'config.json'}:{line}: text_config.rope_parameters.full_attention.rope_theta:"
+        " checkpoint has 10000.0, the config has 1000000"
+    ]
+
+
+@pytest.mark.parametrize("form", ["v4", "v5"])
+def test_all_local_model_ignores_global_layer_values(saved, tmp_path, form):
+    """The tiny 2-layer model has no global layer: the window, the global RoPE base and scaling in
+    config.json are not architecture, in either form (the local base and the query scaling are)."""
+    root, config, want = saved
+    model = load_checkpoint(root / "hf", config, dtype="float32")
+    save_checkpoint_safetensors(model, config, tmp_path / "src", transformers5=form == "v5")
+
+    def edit(cfg):
+        cfg["sliding_window"] = 512
+        if form == "v5":
+            cfg["rope_parameters"]["full_attention"] = _LINEAR_8
+        else:
+            cfg |= {"rope_theta": 1000000.0, "rope_scaling": {"factor": 8.0, "rope_type": "linear"}}
+
+    _edited(tmp_path / "src", tmp_path / "edited", edit)
+    loaded = load_checkpoint(tmp_path / "edited", config, dtype="float32")
+    np.testing.assert_array_equal(_logits(loaded), want)
+    key = (
+        ("rope_parameters", "sliding_attention", "rope_theta")
+        if form == "v5"
+        else ("rope_local_base_freq",)
+    )
+    text = _edited(tmp_path / "src", tmp_path / "local", _set(*key, value=5000.0))
+    with pytest.raises(
+        C.ShapeMismatch, match=f"config.json:{_line(text, *key)}: {'.'.join(key)}: "
+    ):
+        load_checkpoint(tmp_path / "local", config, dtype="float32")
 
 
 @pytest.mark.slow

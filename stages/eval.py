@@ -65,6 +65,7 @@ def main(
     OUT/accuracy_by_category.json (plot data) and METRICS (before, after, delta).
     """
     params = load_params(params_file)
+    from tunixrt_dvc import distributed
     from tunixrt_dvc.eval.evaluate import eval_prompts, evaluate
     from tunixrt_dvc.io import atomic_write, write_json
     from tunixrt_dvc.model.build import build_base
@@ -82,10 +83,13 @@ def main(
     prompts = eval_prompts(items, tokenizer, instruction=chat.instruction, file=evalset_path)
     tuned, card = load_model(model_dir)
     config = card.architecture.config()
+    mesh = distributed.make_mesh(params.mesh, where=params_file)
 
     out = Path(out_dir)
     scored = {}
     for phase, model in (("before", build_base(card)), ("after", tuned)):
+        if mesh is not None:  # the sampler runs on the mesh the model was trained on
+            distributed.shard_model(model, mesh)
         scored[phase] = evaluate(
             model,
             config,
@@ -96,6 +100,7 @@ def main(
             max_new_tokens=params.eval.max_new_tokens,
             batch_size=params.eval.batch_size,
             desc=f"eval {phase}",
+            mesh=mesh,
         )
         atomic_write(out / f"{phase}.jsonl", "".join(dumps(s) + "\n" for s in scored[phase]))
 

@@ -52,27 +52,38 @@ def main(params_file: str, data_dir: str, out_dir: str, steps: int | None) -> No
 
     from dvclive import Live
 
-    from tunixrt_dvc import provenance
+    from tunixrt_dvc import distributed, provenance
     from tunixrt_dvc.codegraph import stage_entries
     from tunixrt_dvc.io import sha256_tree, write_json
     from tunixrt_dvc.model.build import build_model
-    from tunixrt_dvc.model.config import ModelCard
+    from tunixrt_dvc.model.config import AdapterCard, ModelCard
+    from tunixrt_dvc.model.lora import adapter_state, apply_lora, merge, weights_sha256
     from tunixrt_dvc.model.size import count_params
     from tunixrt_dvc.model.weights import save_model
     from tunixrt_dvc.sft.trainer import train
     from tunixrt_dvc.text.packing import load_examples
     from tunixrt_dvc.text.tokenizer import Tokenizer
 
+    procs = distributed.initialize()  # before anything computes: several hosts join here
+    mesh = distributed.make_mesh(params.mesh, where=params_file)
     data, out = Path(data_dir), Path(out_dir)
     tokenizer = Tokenizer.load(data / "tokenizer.model")
     train_examples = load_examples(data / "train.jsonl")
     val_examples = load_examples(data / "val.jsonl")
-    net, config = build_model(
-        params.model,
-        vocab_size=tokenizer.vocab_size,
-        max_len=params.train.seq_len,
-        seed=params.seed,
-    )
+
+    def base_model():
+        return build_model(
+            params.model,
+            vocab_size=tokenizer.vocab_size,
+            max_len=params.train.seq_len,
+            seed=params.seed,
+        )
+
+    net, config = base_model()
+    lora = params.train.lora
+    if lora is not None:
+        base_sha256 = weights_sha256(net)
+        net = apply_lora(net, lora, seed=params.seed)
     fingerprint = provenance.fingerprint(
         params,
         data_files=[data / "train.jsonl", data / "val.jsonl"],
@@ -81,7 +92,7 @@ def main(params_file: str, data_dir: str, out_dir: str, steps: int | None) -> No
     )
     # DVCLive writes metrics.json and plots/ under OUT as training goes (`dvc exp show` reads
     # them during a run); the pipeline's dvc.yaml declares them, so DVCLive writes none.
-    live = Live(dir=str(out), save_dvc_exp=False, dvcyaml=None)
+    live = Live(dir=str(out), save_dvc_exp=False, dvcyaml=None) if procs.is_main else None
     result = train(
         net,
         train_examples=train_examples,
@@ -91,15 +102,25 @@ def main(params_file: str, data_dir: str, out_dir: str, steps: int | None) -> No
         work_dir=out / ".resume",
         fingerprint=fingerprint,
         live=live,
+        mesh=mesh,
     )
-    live.summary["train"]["loss_first"] = result.train_loss_first
-    live.summary["train"]["real_token_fraction"] = round(result.real_token_fraction, 4)
-    if result.eval_loss_first is not None:
-        live.summary["eval"]["loss_first"] = result.eval_loss_first
-    live.summary["params_count"] = count_params(net)
-    live.make_summary()
-
-    save_model(net, ModelCard.of(config, params.model, seed=params.seed), out / "model")
+    adapter, card_adapter = None, None
+    if lora is not None:
+        adapter = adapter_state(net)
+        card_adapter = AdapterCard(**lora.model_dump(), base_sha256=base_sha256)
+        net = merge(base_model()[0], net, lora)  # the frozen base again, adapters folded in
+    card = ModelCard.of(config, params.model, seed=params.seed, adapter=card_adapter)
+    if procs.is_main:
+        live.summary["train"]["loss_first"] = result.train_loss_first
+        live.summary["train"]["real_token_fraction"] = round(result.real_token_fraction, 4)
+        if result.eval_loss_first is not None:
+            live.summary["eval"]["loss_first"] = result.eval_loss_first
+        live.summary["params_count"] = count_params(net)
+        live.make_summary()
+    save_model(net, card, out / "model", adapter=adapter, write=procs.is_main)
+    distributed.barrier("train: outputs")
+    if not procs.is_main:
+        return
     fingerprint["checkpoint_sha256"] = sha256_tree(out / "model")
     write_json(out / "fingerprint.json", fingerprint)
     write_json(
@@ -111,6 +132,7 @@ def main(params_file: str, data_dir: str, out_dir: str, steps: int | None) -> No
                 "tokens_per_s": round(result.tokens_per_s, 1),
                 "resumed_from_step": result.resumed_from,
             },
+            processes={"count": procs.count, "index": procs.index},
         ),
     )
     click.echo(

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tunixrt_dvc.errors import InvalidInput, Problem
-from tunixrt_dvc.model.presets import DTYPES, PRESETS, TINY
+from tunixrt_dvc.model.presets import DTYPES, LORA_TARGETS, PRESETS, QUANTIZATIONS, TINY
 from tunixrt_dvc.text.recipes import RECIPES
 
 PARAMS_FILE = "params.yaml"
@@ -77,6 +77,22 @@ class ModelParams(_Section):
         return self
 
 
+class LoraParams(_Section):
+    """LoRA adapters (qwix) on the `targets` modules; the base stays frozen."""
+
+    rank: Annotated[int, Field(ge=1)]
+    alpha: Annotated[float, Field(gt=0.0)]
+    targets: Annotated[list[Literal[LORA_TARGETS]], Field(min_length=1)]
+    quantize: Literal[QUANTIZATIONS] | None  # QLoRA: the frozen base stored as nf4 or int8
+
+
+class MeshParams(_Section):
+    """A device mesh: `fsdp` shards the batch and the weights, `tp` the heads and features."""
+
+    fsdp: Annotated[int, Field(ge=1)]
+    tp: Annotated[int, Field(ge=1)]
+
+
 class TrainParams(_Section):
     steps: Annotated[int, Field(ge=1)]
     batch_size: Annotated[int, Field(ge=1)]  # packed rows per step
@@ -89,6 +105,7 @@ class TrainParams(_Section):
     compute_dtype: Literal[DTYPES] | None
     eval_every: Annotated[int, Field(ge=1)]
     checkpoint_every: Annotated[int, Field(ge=1)]
+    lora: LoraParams | None  # null: full fine-tuning
 
 
 class EvalParams(_Section):
@@ -105,6 +122,7 @@ class ReportParams(_Section):
 
 class Params(_Section):
     seed: int
+    mesh: MeshParams | None  # null: one device; shared by the stages that run the model
     evalsets_dir: str  # the eval sets: the corpus and the export keep their problems out
     corpus: CorpusParams
     export: ExportParams
@@ -123,6 +141,9 @@ class Params(_Section):
                 "tokenizer.model they were trained with (a trained one would not match them)"
             )
             problems.append((("format", "tokenizer"), msg))
+        if self.mesh is not None and self.train.batch_size % self.mesh.fsdp:
+            msg = f"must be a multiple of mesh.fsdp ({self.mesh.fsdp}): rows are split over it"
+            problems.append((("train", "batch_size"), msg))
         if self.train.seq_len < self.format.max_len:
             msg = (
                 f"must be >= format.max_len ({self.format.max_len}): every example must fit one "

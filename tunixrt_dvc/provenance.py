@@ -113,7 +113,7 @@ def git_sha() -> str:
         return "unknown"
 
 
-def run_manifest(fp: dict, *, timings: dict) -> dict:
+def run_manifest(fp: dict, *, timings: dict, processes: dict | None = None) -> dict:
     """The fingerprint plus what differs from run to run (so it is not a DVC output)."""
     return {
         **fp,
@@ -125,4 +125,5 @@ def run_manifest(fp: dict, *, timings: dict) -> dict:
         },
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "timings": timings,
+        "processes": processes or {"count": 1, "index": 0},
     }

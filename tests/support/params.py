@@ -19,7 +19,7 @@ def params_dict(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The repository's params.yaml as a dict, each section updated with `overrides`."""
     data = yaml.safe_load((REPO / "params.yaml").read_text())
     for key, value in (overrides or {}).items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
             data[key] = {**data[key], **value}
         else:
             data[key] = value
@@ -76,5 +76,6 @@ def write_small_params(path: Path, overrides: dict[str, Any] | None = None) -> P
     """The repository's params with `SMALL_TRAINING`, then `overrides`, applied per section."""
     merged = {k: dict(v) if isinstance(v, dict) else v for k, v in SMALL_TRAINING.items()}
     for key, value in (overrides or {}).items():
-        merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
+        known = merged.get(key)
+        merged[key] = {**known, **value} if isinstance(value, dict) and known else value
     return write_params(path, merged)

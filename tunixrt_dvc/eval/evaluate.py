@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 from flax import nnx
+from jax.sharding import Mesh
 
 from tunixrt_dvc.errors import InvalidInput, Problem
 from tunixrt_dvc.eval.sampling import generate
@@ -46,18 +48,21 @@ def evaluate(
     max_new_tokens: int,
     batch_size: int,
     desc: str = "eval",
+    mesh: Mesh | None = None,
 ) -> list[ScoredItem]:
-    """Greedy generation for each prompt, parsed by the recipe and scored against its item."""
+    """Greedy generation for each prompt, parsed by the recipe and scored against its item
+    (on `mesh`, if the model is placed on one)."""
     parse = get_recipe(recipe).parse
-    gens = generate(
-        model,
-        tokenizer,
-        prompts,
-        config=config,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        desc=desc,
-    )
+    with mesh or contextlib.nullcontext():
+        gens = generate(
+            model,
+            tokenizer,
+            prompts,
+            config=config,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            desc=desc,
+        )
     return [
         score_item(item=it, generation=g.text, parsed=parse(g.text), gen_tokens=g.n_tokens)
         for it, g in zip(items, gens, strict=True)

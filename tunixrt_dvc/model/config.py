@@ -16,7 +16,7 @@ from tunix.models.gemma3 import model as gemma3
 
 from tunixrt_dvc.errors import InvalidInput, problems_from_validation
 from tunixrt_dvc.io import read_json_object
-from tunixrt_dvc.model.presets import DTYPES, PRESETS, TINY
+from tunixrt_dvc.model.presets import DTYPES, LORA_TARGETS, PRESETS, QUANTIZATIONS, TINY
 from tunixrt_dvc.params import ModelParams
 
 ModelConfig = gemma3.ModelConfig
@@ -111,21 +111,41 @@ class CheckpointBase(_Frozen):
     dtype: Literal[DTYPES]
 
 
+class AdapterCard(_Frozen):
+    """The LoRA adapter merged into a model's weights (kept beside them, in `adapter/`)."""
+
+    rank: int
+    alpha: float
+    targets: list[Literal[LORA_TARGETS]]
+    quantize: Literal[QUANTIZATIONS] | None
+    base_sha256: str  # the base weights it was trained on (`model.lora.weights_sha256`)
+
+
 class ModelCard(_Frozen):
-    """What a model directory is: its preset, its architecture and the base it was trained from."""
+    """What a model directory is: its preset, its architecture, the base it was trained from
+    and, for LoRA, the adapter merged into it."""
 
     preset: Literal[tuple(PRESETS)]
     architecture: Architecture
     base: Annotated[RandomBase | CheckpointBase, Field(discriminator="init")]
+    adapter: AdapterCard | None = None
 
     @classmethod
-    def of(cls, config: ModelConfig, params: ModelParams, *, seed: int) -> ModelCard:
+    def of(
+        cls,
+        config: ModelConfig,
+        params: ModelParams,
+        *,
+        seed: int,
+        adapter: AdapterCard | None = None,
+    ) -> ModelCard:
         base: RandomBase | CheckpointBase
         if params.checkpoint:
             base = CheckpointBase(path=params.checkpoint, dtype=params.dtype)
         else:
             base = RandomBase(seed=seed)
-        return cls(preset=params.preset, architecture=Architecture.of(config), base=base)
+        architecture = Architecture.of(config)
+        return cls(preset=params.preset, architecture=architecture, base=base, adapter=adapter)
 
     @property
     def is_tiny(self) -> bool:

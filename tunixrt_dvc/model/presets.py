@@ -20,3 +20,8 @@ PRESETS: dict[str, str | None] = {
 }
 
 DTYPES = ("float32", "bfloat16")
+
+# Gemma3's weight-holding modules that LoRA can adapt (`train.lora.targets`): the attention
+# projections (einsums) and the MLP's linears.
+LORA_TARGETS = ("q_einsum", "kv_einsum", "attn_vec_einsum", "gate_proj", "up_proj", "down_proj")
+QUANTIZATIONS = ("nf4", "int8")  # QLoRA: how the frozen base weights are stored

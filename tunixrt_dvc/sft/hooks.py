@@ -25,31 +25,37 @@ EVAL_METRICS = {"eval/loss": "eval_loss"}
 class StepLog:
     """Tunix training hooks that log each step and each scheduled evaluation."""
 
-    def __init__(self, path: Path, *, resumed_from: int, eval_every: int, live: Live | None):
+    def __init__(self, path: Path | None, *, resumed_from: int, eval_every: int, live: Live | None):
+        """`path` None keeps the log in memory (a process other than the first of a job)."""
         self.path = path
         self.eval_every = eval_every
         self.live = live
         self._logged_evals: set[int] = set()
         self._final: int | None = None
         rows = []
-        if path.exists() and resumed_from:
-            rows = [r for r in self._read() if r["step"] <= resumed_from]
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        if path is not None and path.exists() and resumed_from:
+            logged = map(json.loads, path.read_text().splitlines())
+            rows = [r for r in logged if r["step"] <= resumed_from]
+        self._rows: list[dict[str, Any]] = rows
+        if path is not None:
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
         replayed: set[tuple[str, int]] = set()
-        for r in rows:  # in the order they were logged, as DVCLive first saw them
+        for r in list(rows):  # in the order they were logged, as DVCLive first saw them
             if (r["kind"], r["step"]) not in replayed:
                 replayed.add((r["kind"], r["step"]))
                 if r["kind"] == "train":
                     self._to_live(r["step"], r, TRAIN_METRICS)
                 else:
                     self._eval_to_live(r)
-        self._file = open(path, "a", buffering=1)  # noqa: SIM115 - closed by close()
+        self._file = None if path is None else open(path, "a", buffering=1)  # noqa: SIM115
         self._t = time.perf_counter()
         self.step_times: list[float] = []
         self.hooks = _Hooks(self)
 
-    def _read(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.path.read_text().splitlines()]
+    def _append(self, row: dict[str, Any]) -> None:
+        self._rows.append(row)
+        if self._file is not None:
+            self._file.write(json.dumps(row) + "\n")
 
     def _to_live(self, step: int, row: dict[str, Any], names: dict[str, str]) -> None:
         if self.live is None:
@@ -68,28 +74,29 @@ class StepLog:
             self._to_live(row["step"], row, EVAL_METRICS)
 
     def log_train(self, row: dict[str, Any]) -> None:
-        self._file.write(json.dumps({"kind": "train", **row}) + "\n")
+        self._append({"kind": "train", **row})
         self._to_live(row["step"], row, TRAIN_METRICS)
 
     def log_eval(self, row: dict[str, Any]) -> None:
-        self._file.write(json.dumps({"kind": "eval", **row}) + "\n")
+        self._append({"kind": "eval", **row})
         self._eval_to_live(row)
 
     def final_eval(self, step: int, eval_loss: float) -> None:
         """The evaluation of the final model (Tunix evaluates every `eval_every` steps only)."""
         row = {"step": step, "eval_loss": eval_loss}
-        self._file.write(json.dumps({"kind": "eval", **row}) + "\n")
+        self._append({"kind": "eval", **row})
         self._final = step
         self._logged_evals.add(step)
         self._to_live(step, row, EVAL_METRICS)
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
     def rows(self, kind: str) -> list[dict[str, Any]]:
         """The last row per step (a resumed run logs the replayed steps again, identically)."""
         by_step: dict[int, dict] = {}
-        for r in self._read():
+        for r in self._rows:
             if r["kind"] == kind:
                 by_step[r["step"]] = {k: v for k, v in r.items() if k != "kind"}
         return [by_step[s] for s in sorted(by_step)]

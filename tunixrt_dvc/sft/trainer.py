@@ -6,17 +6,21 @@ hooks, the deterministic batch stream, the run, and what it measured.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
-from tunix.sft import peft_trainer
+from jax.sharding import Mesh
+from tunix.sft import peft_trainer, sharding_utils
 
+from tunixrt_dvc.distributed import barrier, local_batch, local_rows, shard_model
 from tunixrt_dvc.params import TrainParams
 from tunixrt_dvc.sft.hooks import StepLog
 from tunixrt_dvc.sft.inputs import model_inputs
@@ -60,13 +64,36 @@ def train(
     work_dir: Path,
     fingerprint: dict,
     live: Live | None = None,
+    mesh: Mesh | None = None,
 ) -> TrainResult:
     """Fine-tune `model` in place; resumes from `work_dir` when it holds this run's checkpoint.
 
     Each step's loss, grad norm and learning rate, and every evaluation, go to `live` (DVCLive)
-    as they happen.
+    as they happen. On a `mesh`, the model is placed by its sharding annotations and each batch
+    is split over the fsdp axis; with several processes, each feeds the rows its devices hold
+    and only the first writes files (the log, the resume stamp).
     """
-    guard_resume(work_dir, fingerprint)
+    main = jax.process_index() == 0
+    if main:
+        guard_resume(work_dir, fingerprint)
+    barrier("train: resume guard")
+    with mesh or contextlib.nullcontext():
+        if mesh is not None:
+            shard_model(model, mesh)
+        return _train(model, train_examples, val_examples, params, seed, work_dir, live, mesh)
+
+
+def _train(
+    model: nnx.Module,
+    train_examples: Sequence[Example],
+    val_examples: Sequence[Example],
+    params: TrainParams,
+    seed: int,
+    work_dir: Path,
+    live: Live | None,
+    mesh: Mesh | None,
+) -> TrainResult:
+    main = jax.process_index() == 0
     config = peft_trainer.TrainingConfig(
         eval_every_n_steps=params.eval_every,
         max_steps=params.steps,
@@ -86,13 +113,17 @@ def train(
     trainer = trainer.with_loss_fn(make_loss_fn(params.compute_dtype))
     resumed_from = trainer.train_steps
     log = StepLog(
-        work_dir / "steps.jsonl", resumed_from=resumed_from, eval_every=params.eval_every, live=live
+        work_dir / "steps.jsonl" if main else None,
+        resumed_from=resumed_from,
+        eval_every=params.eval_every,
+        live=live if main else None,
     )
     trainer.with_training_hooks(log.hooks)
 
     rows = {"batch_size": params.batch_size, "seq_len": params.seq_len}
-    stream = batch_stream(train_examples, seed=seed, **rows)
-    val = eval_batches(val_examples, **rows)
+    mine = local_rows(mesh, params.batch_size)
+    stream = (local_batch(b, mine) for b in batch_stream(train_examples, seed=seed, **rows))
+    val = [local_batch(b, mine) for b in eval_batches(val_examples, **rows)]
     t0 = time.perf_counter()
     try:
         trainer.train(stream, val or None)
@@ -122,7 +153,12 @@ def train(
 
 
 def eval_loss(model: nnx.Module, batches: Sequence[dict], compute_dtype: str | None) -> float:
-    """Mean completion-only loss over batches, with the loss function the run trains with."""
+    """Mean completion-only loss over batches, with the loss function the run trains with.
+
+    Under a mesh, each batch is this process's rows, assembled into the global batch as Tunix's
+    own evaluation does.
+    """
     loss_fn = make_loss_fn(compute_dtype)
     step = nnx.jit(lambda m, b: loss_fn(m, **model_inputs(b)))
+    batches = [sharding_utils.shard_input(b, ("fsdp",)) for b in batches]
     return float(np.mean([float(step(model, b)) for b in batches]))

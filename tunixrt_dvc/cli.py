@@ -25,6 +25,8 @@ COMMANDS = {
     "report": "stages.report:main",
     "traces": "tunixrt_dvc.traces.cli:traces",
     "sweep": "tunixrt_dvc.sweep.cli:sweep",
+    "model": "tunixrt_dvc.model.cli:model",
+    "plan": "tunixrt_dvc.model.cli:plan_command",
     "bench": "tunixrt_dvc.bench.cli:main",
 }
 

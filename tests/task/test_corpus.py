@@ -20,23 +20,24 @@ def test_every_equation_step_is_correct_and_the_last_gives_the_answer():
         assert all("=" not in s for s in p.steps if check_equation(s) is None), p
 
 
-def test_column_steps_write_out_carries_and_borrows():
+def test_column_steps_write_out_carries_and_borrows_in_lines_of_fixed_width():
     steps, carries = corpus.add_steps(347, 85)
-    assert steps == ["347 + 085", "7 + 5 = 12", "4 + 8 + 1 = 13", "3 + 0 + 1 = 4", "347 + 85 = 432"]
+    assert steps == ["347+085", "7+5+0=12", "4+8+1=13", "3+0+1=04", "347+085=432"]
     assert carries == 2
     steps, borrows = corpus.sub_steps(305, 298)
-    assert steps == [
-        "305 - 298",
-        "5 + 10 - 8 = 7",
-        "0 - 1 + 10 - 9 = 0",
-        "3 - 1 - 2 = 0",
-        "305 - 298 = 7",
-    ]
+    assert steps == ["305-298", "5-0-8+10=7", "0-1-9+10=0", "3-1-2+00=0", "305-298=7"]
     assert borrows == 2
     steps, regroupings = corpus.mul_steps(47, 6)
-    assert steps == ["47 × 6", "7 × 6 = 42", "4 × 6 = 24", "24 + 4 = 28", "47 × 6 = 282"]
+    assert steps == ["47×6", "7×6=42", "4×6=24", "4+4=08", "2+0=02", "47×6=282"]
     assert regroupings == 2
-    assert corpus.mul_steps(23, 3) == (["23 × 3", "3 × 3 = 9", "2 × 3 = 6", "23 × 3 = 69"], 0)
+    assert corpus.mul_steps(23, 3) == (
+        ["23×3", "3×3=09", "2×3=06", "6+0=06", "0+0=00", "23×3=69"],
+        0,
+    )
+    # Every column line of an operation has one length, whatever the digits and carries.
+    for a, b in ((999, 999), (100, 11), (10, 10)):
+        for lines in (corpus.add_steps(a, b)[0][1:-1], corpus.sub_steps(a, b)[0][1:-1]):
+            assert len({len(line) for line in lines}) == 1, lines
 
 
 def test_difficulty_follows_the_regroupings():

@@ -303,8 +303,8 @@ def test_real_recipes_on_the_built_in_task(recipe: str) -> None:
         # One wrong digit in the last column step is caught, and the answer no longer follows.
         if recipe != "answer_only":
             bad = list(p.steps)
-            lhs, rhs = bad[-1].rsplit("= ", 1)
-            bad[-1] = f"{lhs}= {int(rhs) + 1}"
+            lhs, rhs = bad[-1].rsplit("=", 1)
+            bad[-1] = f"{lhs}={int(rhs) + 1}"
             text = r.render(Response(steps=bad, final_answer=str(p.answer)))
             s = score_item(item=item, generation=text, parsed=r.parse(text), gen_tokens=1)
             assert s.correct and s.steps_correct == n_eq - 1 and not s.answer_follows

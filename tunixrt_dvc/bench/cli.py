@@ -26,10 +26,12 @@ ROWS: dict[str, str] = {
     "train": "tunixrt_dvc.bench.train:train_row",
     "eval": "tunixrt_dvc.bench.eval:eval_row",
     "dvc": "tunixrt_dvc.bench.dvc:dvc_row",
+    "mesh": "tunixrt_dvc.bench.scale:mesh_row",
+    "lora": "tunixrt_dvc.bench.scale:lora_row",
     "gpu": "tunixrt_dvc.bench.gpu:gpu_row",
 }
 # What a plain `tunixrt bench` runs: every row this (CPU) machine can.
-DEFAULT_ROWS = ("export", "format", "train", "eval", "dvc")
+DEFAULT_ROWS = ("export", "format", "train", "eval", "mesh", "lora", "dvc")
 
 
 def run_rows(names: list[str], ctx: BenchContext) -> Iterator[tuple[str, list[dict[str, Any]]]]:

@@ -1,12 +1,13 @@
 """The built-in corpus: seeded "show your work" arithmetic word problems.
 
-The work is done the way it is on paper: first the calculation with its operands aligned in
-three columns (`347 + 085`, the only step that is not an equation), then one checkable equation
-per column, ones first, carries and borrows written out (`4 + 8 + 1 = 13`, `3 - 1 + 10 - 8 = 4`;
-a multiplication's carry gets a step of its own: `4 × 6 = 24`, `24 + 4 = 28`), then the whole
-result (`347 + 85 = 432`). Copying the operands once, in reading order, and aligning them makes
-every later token depend on a few tokens at fixed distances, and every equation is one small
-fact: that is what makes multi-digit arithmetic learnable for a small model.
+The work is done the way it is on paper, in lines of fixed width: first the calculation with its
+operands aligned in three columns (`347+085`, the only step that is not an equation), then one
+checkable equation per column, ones first, with the carry or borrow always written, even when it
+is 0 (`7+5+0=12`, `4+8+1=13`; `5-0-8+10=7`), then the whole result (`347+085=432`). Every line
+of a kind has the same length, so every digit a line needs sits at the same distance from it
+whatever the numbers are, and every equation is one small fact: that is what makes multi-digit
+arithmetic learnable for a small model, and learnable reliably from any seed (docs/benchmarks.md
+has the seed table).
 
 Problems are split by their *numbers*: a fixed hash of (operation, operands) reserves one key in
 eight for evaluation, so no eval problem, in any wording, can be among the training traces.
@@ -55,51 +56,62 @@ WIDTH = 3  # columns of the written work: operands are aligned (zero-padded) to 
 
 
 def add_steps(a: int, b: int) -> tuple[list[str], int]:
-    """Column addition; returns the steps and the number of carries."""
+    """Column addition; returns the steps and the number of carries.
+
+    `347+085`, then one line per column, ones first, `x+y+c=ss` (the carry in and the two-digit
+    sum always written), then `347+085=432`.
+    """
     da, db = _digits(a), _digits(b)
-    steps, carry, carries = [f"{a:0{WIDTH}d} + {b:0{WIDTH}d}"], 0, 0
+    steps, carry, carries = [f"{a:0{WIDTH}d}+{b:0{WIDTH}d}"], 0, 0
     for k in range(max(WIDTH, len(da), len(db))):
         x = da[k] if k < len(da) else 0
         y = db[k] if k < len(db) else 0
-        terms = [x, y] + ([carry] if carry else [])
-        s = sum(terms)
-        steps.append(" + ".join(map(str, terms)) + f" = {s}")
+        s = x + y + carry
+        steps.append(f"{x}+{y}+{carry}={s:02d}")
         carry = s // 10
         carries += carry
-    steps.append(f"{a} + {b} = {a + b}")
+    steps.append(f"{a:0{WIDTH}d}+{b:0{WIDTH}d}={a + b}")
     return steps, carries
 
 
 def sub_steps(a: int, b: int) -> tuple[list[str], int]:
-    """Column subtraction (a >= b); returns the steps and the number of borrows."""
+    """Column subtraction (a >= b); returns the steps and the number of borrows.
+
+    `305-298`, then per column `x-b-y+tt=r`: the borrow in (0 or 1) and the borrow out (00 or
+    10) always written, then the whole result, `305-298=7`.
+    """
     da, db = _digits(a), _digits(b)
-    steps, borrow, borrows = [f"{a:0{WIDTH}d} - {b:0{WIDTH}d}"], 0, 0
+    steps, borrow, borrows = [f"{a:0{WIDTH}d}-{b:0{WIDTH}d}"], 0, 0
     for k in range(max(WIDTH, len(da))):
         x = da[k] if k < len(da) else 0
         y = db[k] if k < len(db) else 0
-        expr = str(x) + (" - 1" if borrow else "")
         need = x - borrow < y
-        expr += (" + 10" if need else "") + f" - {y}"
-        steps.append(f"{expr} = {x - borrow + 10 * need - y}")
+        steps.append(f"{x}-{borrow}-{y}+{10 * need:02d}={x - borrow + 10 * need - y}")
         borrow = int(need)
         borrows += borrow
-    steps.append(f"{a} - {b} = {a - b}")
+    steps.append(f"{a:0{WIDTH}d}-{b:0{WIDTH}d}={a - b}")
     return steps, borrows
 
 
 def mul_steps(a: int, b: int) -> tuple[list[str], int]:
     """Two-digit by one-digit multiplication; returns the steps and the regroupings.
 
-    The carry is added in a step of its own (`4 × 6 = 24`, `24 + 4 = 28`): two small facts are
-    far easier to learn than one that multiplies and adds at once.
+    Always four lines: `o×b=pp` and `t×b=qq` (two-digit products), then the ones digit of qq
+    plus the carry of pp, and its tens digit plus the carry of that, each `d+c=ss`.
     """
     ones, tens = a % 10, a // 10
-    low = ones * b
-    high = tens * b + low // 10
-    steps = [f"{a} × {b}", f"{ones} × {b} = {low}", f"{tens} × {b} = {tens * b}"]
-    if low >= 10:
-        steps.append(f"{tens * b} + {low // 10} = {high}")
-    steps.append(f"{a} × {b} = {a * b}")
+    low, t = ones * b, tens * b
+    s1 = t % 10 + low // 10
+    s2 = t // 10 + s1 // 10
+    steps = [
+        f"{a}×{b}",
+        f"{ones}×{b}={low:02d}",
+        f"{tens}×{b}={t:02d}",
+        f"{t % 10}+{low // 10}={s1:02d}",
+        f"{t // 10}+{s1 // 10}={s2:02d}",
+        f"{a}×{b}={a * b}",
+    ]
+    high = t + low // 10
     return steps, int(low >= 10) + int(high >= 10)
 
 

@@ -6,10 +6,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from tunixrt_dvc.bench.context import BenchContext
 from tunixrt_dvc.model.build import build_model
+from tunixrt_dvc.model.size import model_flops_per_token
 from tunixrt_dvc.params import load_params
 from tunixrt_dvc.sft.inputs import model_inputs
 from tunixrt_dvc.sft.loss import make_loss_fn
@@ -38,6 +41,8 @@ def train_row(ctx: BenchContext) -> list[dict]:
 
     def fresh():
         return build_model(params.model, vocab_size=vocab, max_len=tp.seq_len, seed=params.seed)[0]
+
+    config = build_model(params.model, vocab_size=vocab, max_len=tp.seq_len, seed=params.seed)[1]
 
     with tempfile.TemporaryDirectory() as tmp:
         result = train(
@@ -73,9 +78,22 @@ def train_row(ctx: BenchContext) -> list[dict]:
             examples, batch_size=tp.batch_size, seq_len=tp.seq_len, seed=params.seed, epoch=0
         )
     )
+    peak = {dtype: peak_matmul_flops(dtype) for dtype in ("float32", "bfloat16")}
+    step_flops = bare * model_flops_per_token(config, tp.seq_len)
+    compute = tp.compute_dtype or params.model.dtype
     return [
         {"row": "train", "metric": "stage tokens/s", "value": round(result.tokens_per_s, 1)},
         {"row": "train", "metric": "bare jitted JAX step tokens/s", "value": round(bare, 1)},
+        {"row": "train", "metric": "bare step model GFLOP/s", "value": round(step_flops / 1e9, 2)},
+        *(
+            {"row": "train", "metric": f"peak {dtype} matmul GFLOP/s", "value": round(v / 1e9, 1)}
+            for dtype, v in peak.items()
+        ),
+        {
+            "row": "train",
+            "metric": f"bare step MFU (of the {compute} matmul peak)",
+            "value": round(step_flops / peak[compute], 4),
+        },
         {
             "row": "train",
             "metric": "stage / bare (target >= 0.95)",
@@ -87,3 +105,17 @@ def train_row(ctx: BenchContext) -> list[dict]:
             "value": round(fraction, 4),
         },
     ]
+
+
+def peak_matmul_flops(dtype: str, *, n: int = 2048, repeats: int = 10) -> float:
+    """This machine's best matrix-product rate in JAX (FLOP/s): square `n` x `n` products in
+    `dtype`, the best of `repeats` timed runs after a compile."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32).astype(dtype)
+    matmul = jax.jit(lambda x, y: x @ y)
+    matmul(a, a).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        matmul(a, a).block_until_ready()
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best

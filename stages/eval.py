@@ -37,6 +37,15 @@ from tunixrt_dvc.params import load_params
     help="The trained model (the train stage's output: its config and weights).",
 )
 @click.option(
+    "--rl-model",
+    "rl_model_dir",
+    default="grpo/model",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="The model after the RL stage; when its weights are the trained model's (RL off), "
+    "its scores are the after scores and the metrics have no rl section.",
+)
+@click.option(
     "--out", "out_dir", default="eval", show_default=True, type=click.Path(file_okay=False)
 )
 @click.option(
@@ -53,23 +62,25 @@ def main(
     tokenizer_path: str,
     stats_path: str,
     model_dir: str,
+    rl_model_dir: str,
     out_dir: str,
     metrics_path: str,
     limit: int | None,
 ) -> None:
-    """Greedy generation before (the base model) and after (the trained one); scored answers
-    and work. Both models are built from the trained model's own config.
+    """Greedy generation before (the base model), after (the trained one) and after RL;
+    scored answers and work. The models are built from their own configs.
 
     \b
-    Writes OUT/before.jsonl and OUT/after.jsonl (one scored item per line),
-    OUT/accuracy_by_category.json (plot data) and METRICS (before, after, delta).
+    Writes OUT/before.jsonl, OUT/after.jsonl and OUT/rl.jsonl (one scored item per line),
+    OUT/accuracy_by_category.json (plot data) and METRICS (before, after, delta; with RL on,
+    rl and delta_rl: rl minus after).
     """
     params = load_params(params_file)
     from tunixrt_dvc import distributed
     from tunixrt_dvc.eval.evaluate import eval_prompts, evaluate
-    from tunixrt_dvc.io import atomic_write, write_json
+    from tunixrt_dvc.io import atomic_write, sha256_tree, write_json
     from tunixrt_dvc.model.build import build_base
-    from tunixrt_dvc.model.weights import load_model
+    from tunixrt_dvc.model.weights import WEIGHTS_DIR, load_model
     from tunixrt_dvc.task import scoring
     from tunixrt_dvc.task.evalsets import load_evalset
     from tunixrt_dvc.text.dataset import read_chat_format
@@ -86,8 +97,16 @@ def main(
     mesh = distributed.make_mesh(params.mesh, where=params_file)
 
     out = Path(out_dir)
+    rl_weights = Path(rl_model_dir) / WEIGHTS_DIR
+    rl_on = rl_weights.is_dir() and sha256_tree(rl_weights) != sha256_tree(
+        Path(model_dir) / WEIGHTS_DIR
+    )
+    phases = [("before", lambda: build_base(card)), ("after", lambda: tuned)]
+    if rl_on:
+        phases.append(("rl", lambda: load_model(rl_model_dir)[0]))
     scored = {}
-    for phase, model in (("before", build_base(card)), ("after", tuned)):
+    for phase, make in phases:
+        model = make()
         if mesh is not None:  # the sampler runs on the mesh the model was trained on
             distributed.shard_model(model, mesh)
         scored[phase] = evaluate(
@@ -102,17 +121,19 @@ def main(
             desc=f"eval {phase}",
             mesh=mesh,
         )
-        atomic_write(out / f"{phase}.jsonl", "".join(dumps(s) + "\n" for s in scored[phase]))
+    rl = scored.get("rl")
+    scored.setdefault("rl", scored["after"])  # RL off: the model after it is the trained one
+    for phase, phase_items in scored.items():
+        atomic_write(out / f"{phase}.jsonl", "".join(dumps(s) + "\n" for s in phase_items))
 
-    metrics = scoring.eval_metrics(scored["before"], scored["after"])
+    metrics = scoring.eval_metrics(scored["before"], scored["after"], rl)
     write_json(metrics_path, metrics)
-    write_json(
-        out / "accuracy_by_category.json",
-        {"accuracy_by_category": scoring.accuracy_plot_rows(scored["before"], scored["after"])},
-    )
+    rows = scoring.accuracy_plot_rows(scored["before"], scored["after"], rl)
+    write_json(out / "accuracy_by_category.json", {"accuracy_by_category": rows})
     b, a = metrics["before"], metrics["after"]
+    after_rl = f" -> {metrics['rl']['accuracy']:.3f} (RL)" if rl is not None else ""
     click.echo(
-        f"accuracy {b['accuracy']:.3f} -> {a['accuracy']:.3f}, "
+        f"accuracy {b['accuracy']:.3f} -> {a['accuracy']:.3f}{after_rl}, "
         f"format {b['format_compliance']:.3f} -> {a['format_compliance']:.3f} "
         f"({len(items)} items)"
     )

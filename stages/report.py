@@ -27,6 +27,14 @@ from tunixrt_dvc.report.write import write_report
     help="Scored items of the tuned model (JSONL).",
 )
 @click.option(
+    "--rl",
+    "rl",
+    default="eval/rl.jsonl",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Scored items of the model after RL (read when the metrics have an rl section).",
+)
+@click.option(
     "--metrics",
     default="metrics/eval.json",
     show_default=True,
@@ -73,6 +81,7 @@ from tunixrt_dvc.report.write import write_report
 def main(
     before: str,
     after: str,
+    rl: str,
     metrics: str,
     manifest: str,
     out_dir: str,
@@ -87,6 +96,7 @@ def main(
     out = write_report(
         before_path=before,
         after_path=after,
+        rl_path=rl,
         metrics_path=metrics,
         manifest_path=manifest,
         out_dir=out_dir,

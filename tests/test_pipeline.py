@@ -30,7 +30,7 @@ from tunixrt_dvc.provenance import device_kind
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ["corpus", "export", "format", "train", "eval", "report"]
+STAGES = ["corpus", "export", "format", "train", "grpo", "eval", "report"]
 TIMEOUT = 600  # seconds for one small `dvc repro`; about 50 s on an idle 2-core machine
 
 # Small enough for CI, large enough to learn a little. train.steps leaves a few steps between
@@ -256,7 +256,7 @@ def test_unchanged_export_output_skips_everything_downstream(a: Clone):
     set_param(a, "export.limit", 10 * SMALL["corpus"]["n_traces"])
     out = a.dvc("repro")
     assert ran(out) == ["export"], out
-    for stage in ("format", "train", "eval", "report"):
+    for stage in ("format", "train", "grpo", "eval", "report"):
         assert f"Stage '{stage}' didn't change, skipping" in out
     # dvc.lock records the new export params; every hash stays what it was.
     assert a.git("diff", "--stat", "HEAD", "--", "dvc.lock").strip()
@@ -276,7 +276,7 @@ def test_changing_the_traces_reruns_from_corpus_on(a: Clone):
 def test_exp_run_is_listed_by_exp_show_and_metrics_diff_shows_it(a: Clone):
     steps = SMALL["train"]["steps"] + 4
     out = a.dvc("exp", "run", "-S", f"train.steps={steps}")
-    assert ran(out) == ["train", "eval", "report"], out
+    assert ran(out) == ["train", "grpo", "eval", "report"], out
     name = re.search(r"Ran experiment\(s\): (\S+)", out)
     assert name, out
 
@@ -357,7 +357,7 @@ def test_fresh_clone_without_network_reproduces_the_committed_lock(pipeline: Pip
 def test_killed_repro_resumes_to_the_same_lock(pipeline: Pipeline):
     d = clone(pipeline.a.path, pipeline.root / "d", pipeline.env)
     d.dvc("pull", "--with-deps", "format")  # the data, so that the run gets to train quickly
-    assert list(d.status()) == ["train", "eval", "report"]
+    assert list(d.status()) == ["train", "grpo", "eval", "report"]
 
     cmd = [sys.executable, "-m", "dvc", "repro"]
     pipe = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
@@ -378,10 +378,25 @@ def test_killed_repro_resumes_to_the_same_lock(pipeline: Pipeline):
     assert not d.git("diff", "HEAD", "--", "dvc.lock").strip()
 
     out = d.dvc("repro")
-    assert ran(out) == ["train", "eval", "report"], out
+    assert ran(out) == ["train", "grpo", "eval", "report"], out
     manifest = json.loads(d.read("train/run_manifest.json"))
     assert manifest["timings"]["resumed_from_step"] >= 2  # it resumed rather than restarted
     assert_git_clean(d, "dvc repro after a SIGKILL during train")
+
+
+def test_exp_run_with_rl_on_evaluates_three_models(a: Clone):
+    """`dvc exp run -S grpo.steps=N`: GRPO after SFT, then before/after/rl in metrics and report."""
+    rl = {"steps": 3, "prompts_per_step": 2, "num_generations": 2, "checkpoint_every": 2}
+    out = a.dvc("exp", "run", *(arg for k, v in rl.items() for arg in ("-S", f"grpo.{k}={v}")))
+    assert ran(out) == ["grpo", "eval", "report"], out
+    assert "(RL)" in out  # the eval stage scored a third model
+    branch = a.git("rev-parse", "--abbrev-ref", "HEAD").strip()
+    diff = json.loads(a.dvc("metrics", "diff", branch, "--all", "--json"))
+    assert "rl.accuracy" in diff["metrics/eval.json"], diff["metrics/eval.json"].keys()
+    assert diff["grpo/metrics.json"]["step"]["new"] == 3
+    assert "## After RL (GRPO)" in a.read("report/delta_report.md").decode()
+    rows = a.read("grpo/plots/metrics/grpo/reward.tsv").decode().splitlines()
+    assert rows[0].split("\t") == ["step", "reward"] and len(rows) == 4, rows
 
 
 def test_bench_row_times_a_fresh_clone_then_a_noop_repro(pipeline: Pipeline):

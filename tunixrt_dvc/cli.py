@@ -21,6 +21,7 @@ COMMANDS = {
     "export": "stages.export:main",
     "format": "stages.format:main",
     "train": "stages.train:main",
+    "grpo": "stages.grpo:main",
     "eval": "stages.eval:main",
     "report": "stages.report:main",
     "traces": "tunixrt_dvc.traces.cli:traces",

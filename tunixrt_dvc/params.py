@@ -108,6 +108,41 @@ class TrainParams(_Section):
     lora: LoraParams | None  # null: full fine-tuning
 
 
+class RewardWeights(_Section):
+    """Weights of the reward's components (tunixrt_dvc.task.reward), each in [0, 1]."""
+
+    correct: Annotated[float, Field(ge=0.0)]  # the answer equals the expected one
+    well_formed: Annotated[float, Field(ge=0.0)]  # the recipe's exact form, ended by the stop token
+    steps: Annotated[float, Field(ge=0.0)]  # share of the equation steps that are true
+
+
+class GrpoParams(_Section):
+    """GRPO after SFT (Tunix's GRPOLearner) on the training split's prompts; steps 0: off."""
+
+    steps: Annotated[int, Field(ge=0)]
+    prompts_per_step: Annotated[int, Field(ge=1)]
+    num_generations: Annotated[int, Field(ge=2)]  # samples per prompt (GRPO's group)
+    learning_rate: Annotated[float, Field(gt=0.0)]
+    grad_clip: Annotated[float, Field(gt=0.0)]
+    beta: Annotated[float, Field(ge=0.0)]  # KL penalty to the SFT model
+    epsilon: Annotated[float, Field(gt=0.0)]  # PPO-style clipping of the probability ratio
+    temperature: Annotated[float, Field(gt=0.0)]
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None
+    top_k: Annotated[int, Field(ge=1)] | None
+    max_new_tokens: Annotated[int, Field(ge=1)]
+    rewards: RewardWeights
+    checkpoint_every: Annotated[int, Field(ge=1)]
+    lora: LoraParams | None  # null: every parameter trains
+
+    @model_validator(mode="after")
+    def _sampled(self) -> GrpoParams:
+        if self.top_p is None and self.top_k is None:
+            # Tunix's Sampler then decodes greedily whatever the temperature: every sample of a
+            # group would be the same and GRPO would learn nothing.
+            raise ValueError("top_p and top_k are both null: set top_p: 1.0 to sample")
+        return self
+
+
 class EvalParams(_Section):
     evalset: str
     max_new_tokens: Annotated[int, Field(ge=1)]
@@ -129,6 +164,7 @@ class Params(_Section):
     format: FormatParams
     model: ModelParams
     train: TrainParams
+    grpo: GrpoParams
     eval: EvalParams
     report: ReportParams
 
@@ -144,6 +180,13 @@ class Params(_Section):
         if self.mesh is not None and self.train.batch_size % self.mesh.fsdp:
             msg = f"must be a multiple of mesh.fsdp ({self.mesh.fsdp}): rows are split over it"
             problems.append((("train", "batch_size"), msg))
+        rollouts = self.grpo.prompts_per_step * self.grpo.num_generations
+        if self.mesh is not None and rollouts % self.mesh.fsdp:
+            msg = (
+                f"prompts_per_step x num_generations ({rollouts}) must be a multiple of "
+                f"mesh.fsdp ({self.mesh.fsdp})"
+            )
+            problems.append((("grpo", "prompts_per_step"), msg))
         if self.train.seq_len < self.format.max_len:
             msg = (
                 f"must be >= format.max_len ({self.format.max_len}): every example must fit one "

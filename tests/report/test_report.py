@@ -390,3 +390,28 @@ def test_page_renders_every_chart_in_a_browser_without_network(in_tmp) -> None:
     pixels = image.getdata()
     ink = sum(1 for p in pixels if p != (255, 255, 255)) / len(pixels)
     assert ink > 0.03 and len(set(pixels)) > 50, (ink, len(set(pixels)))
+
+
+def test_with_rl_the_report_compares_the_sft_and_rl_models(in_tmp) -> None:
+    paths = _inputs(Path("."))
+    before, after = _pairs()
+    rl = [*after[:3], before[3]]  # RL lost the last item's work
+    paths["rl"] = Path("eval/rl.jsonl")
+    paths["rl"].write_text("".join(dumps(s) + "\n" for s in rl), encoding="utf-8")
+    metrics = eval_metrics(before, after, rl)
+    paths["metrics"].write_text(json.dumps(metrics), encoding="utf-8")
+    res = _run(paths, Path("report"))
+    assert res.exit_code == 0, res.output
+    md = Path("report/delta_report.md").read_text()
+    section = md.split("## After RL (GRPO)", 1)[1].split("##", 1)[0]
+    assert "| metric | after SFT | after RL | delta |" in section
+    two_step = metrics["after"]["accuracy_by_category"]["two_step"]
+    assert f"| accuracy: two_step | {two_step:.4f}" in section
+    assert 'id="rl-table"' in Path("report/index.html").read_text()
+
+    # The rl items must agree with the metrics' rl section, like before and after.
+    stale = {**metrics, "rl": {**metrics["rl"], "accuracy": 0.99}}
+    paths["metrics"].write_text(json.dumps(stale), encoding="utf-8")
+    res = _run(paths, Path("report2"))
+    assert res.exit_code != 0 and "rl.accuracy" in res.output, res.output
+    assert not Path("report2/delta_report.md").exists()

@@ -123,3 +123,21 @@ def test_the_commands(tmp_path):
         cli, ["sweep", "compare", "seed=9", "format.recipe=tags", "--exp-show", str(exp_show)]
     )
     assert r.exit_code == 1 and "A: seed=9: selects 0 finished run(s)" in r.output
+
+
+def test_rl_experiments_are_summarized_with_the_rl_model_scores(tmp_path):
+    def rl(name: str, seed: int, after: float, after_rl: float) -> dict:
+        exp = _exp(name, seed, "tags", after)
+        data = exp["revs"][0]["data"]
+        data["params"]["params.yaml"]["data"]["grpo"] = {"steps": 40}
+        data["metrics"]["metrics/eval.json"]["data"]["rl"] = {"accuracy": after_rl}
+        return exp
+
+    show = json.loads(json.dumps(EXP_SHOW))
+    show[1]["experiments"] = [rl(f"rl-s{s}", s, 0.7, 0.75 + s / 100) for s in range(3)]
+    exp_show = tmp_path / "exp.json"
+    exp_show.write_text(json.dumps(show))
+    r = CliRunner().invoke(cli, ["sweep", "summary", "--exp-show", str(exp_show)])
+    assert r.exit_code == 0, r.output
+    assert "| seed | run | after.accuracy | eval.loss | rl.accuracy |" in r.output, r.output
+    assert "| **mean** | | 0.7000 | 0.3000 | 0.7600 |" in r.output, r.output

@@ -12,7 +12,7 @@ from html import escape
 from typing import Any
 
 from tunixrt_dvc.report.charts import Chart
-from tunixrt_dvc.report.markdown import EMPTY_GENERATION, HEADLINE, NO_ANSWER
+from tunixrt_dvc.report.markdown import EMPTY_GENERATION, HEADLINE, NO_ANSWER, rl_rows
 from tunixrt_dvc.report.ranking import changes
 from tunixrt_dvc.report.run import RUN_FIELDS, UNKNOWN, run_info
 from tunixrt_dvc.task.scoring import ScoredItem, check_equation
@@ -161,6 +161,13 @@ def render_html(
         _table(["metric", "before", "after", "delta"], headline, table_id="headline-table"),
         "</section>",
     ]
+    if rows := rl_rows(metrics):
+        cells = [[escape(n), _num(a), _num(r), _signed(d)] for n, a, r, d in rows]
+        parts += [
+            '<section id="rl"><h2>After RL (GRPO)</h2>',
+            _table(["metric", "after SFT", "after RL", "delta"], cells, table_id="rl-table"),
+            "</section>",
+        ]
     if sweep:
         parts += ['<section id="seeds"><h2>Across seeds</h2>', _seeds(sweep), "</section>"]
     parts += [

@@ -57,6 +57,21 @@ def _group_rows(metrics: Mapping[str, Any], key: str, order: Mapping[str, int]) 
     ]
 
 
+def rl_rows(metrics: Mapping[str, Any]) -> list[tuple[str, Any, Any, Any]]:
+    """(label, after SFT, after RL, delta) for the headline and each category, when the metrics
+    have an RL section (grpo.steps > 0); else none."""
+    if "rl" not in metrics:
+        return []
+    a, r, d = metrics["after"], metrics["rl"], metrics["delta_rl"]
+    rows = [(label, a.get(k), r.get(k), d.get(k)) for k, label in HEADLINE]
+    key = "accuracy_by_category"
+    rows += [
+        (f"accuracy: {n}", a[key].get(n), r[key].get(n), d[key].get(n))
+        for n in sorted(set(a[key]) | set(r[key]))
+    ]
+    return rows
+
+
 def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
@@ -112,6 +127,12 @@ def render_report(
         "",
         f"{fixed} item(s) went from wrong to correct, {broken} from correct to wrong.",
         "",
+    ]
+    if rows := rl_rows(metrics):
+        table = _table(rows, "metric")
+        table[0] = "| metric | after SFT | after RL | delta |"
+        lines += ["## After RL (GRPO)", "", *table, ""]
+    lines += [
         "## Accuracy by category",
         "",
         *_table(_group_rows(metrics, "accuracy_by_category", {}), "category"),

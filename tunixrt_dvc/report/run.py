@@ -68,7 +68,8 @@ def check_metrics(
                 Problem(file, None, loc, f"is {got!r} but the per-item files give {want!r}")
             )
 
-    for side in ("before", "after", "delta"):
+    sides = ("before", "after", "delta") + (("rl", "delta_rl") if "rl" in recomputed else ())
+    for side in sides:
         if side not in metrics:
             problems.append(Problem(file, None, side, "missing"))
         else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunixrt_dvc.errors import InvalidInput
+from tunixrt_dvc.errors import InvalidInput, Problem
 from tunixrt_dvc.io import atomic_write, read_json_object, sha256_file
 from tunixrt_dvc.report.charts import Chart, grouped_bars, line_chart, read_tsv
 from tunixrt_dvc.report.html import render_html
@@ -36,13 +36,15 @@ class ReportOutputs:
 _DIFFICULTY_ORDER = ("easy", "medium", "hard")
 
 
-def charts(before: list, after: list, *, train_plots: Path, template_dir: Path) -> list[Chart]:
+def charts(
+    before: list, after: list, rl: list | None, *, train_plots: Path, template_dir: Path
+) -> list[Chart]:
     """The page's charts: training curves from DVCLive's files, accuracy from the items."""
 
     def metric(name: str, column: str) -> list[tuple[float, float]]:
         return read_tsv(train_plots / f"{name}.tsv", column)
 
-    by_difficulty = accuracy_plot_rows(before, after, by="difficulty")
+    by_difficulty = accuracy_plot_rows(before, after, rl, by="difficulty")
     order = {d: i for i, d in enumerate(_DIFFICULTY_ORDER)}
     by_difficulty.sort(key=lambda r: (order.get(r["difficulty"], len(order)), r["difficulty"]))
     lines = {"template_dir": template_dir, "x": "step"}
@@ -74,7 +76,7 @@ def charts(before: list, after: list, *, train_plots: Path, template_dir: Path) 
         grouped_bars(
             "by_category",
             "Accuracy by category",
-            accuracy_plot_rows(before, after),
+            accuracy_plot_rows(before, after, rl),
             x="category",
             y="accuracy",
             template_dir=template_dir,
@@ -95,6 +97,7 @@ def write_report(
     before_path: str | Path,
     after_path: str | Path,
     metrics_path: str | Path,
+    rl_path: str | Path | None = None,
     manifest_path: str | Path,
     out_dir: str | Path,
     n_examples: int,
@@ -108,10 +111,17 @@ def write_report(
     metrics_path, manifest_path, out_dir = Path(metrics_path), Path(manifest_path), Path(out_dir)
     before, after = read_scored(before_path), read_scored(after_path)
     pairs = pair_items(before, after, before_file=str(before_path), after_file=str(after_path))
-    recomputed = eval_metrics(before, after)
-    problems = check_metrics(
-        read_json_object(metrics_path, what="metrics file"), recomputed, file=str(metrics_path)
-    )
+    stored = read_json_object(metrics_path, what="metrics file")
+    rl = None
+    if "rl" in stored:  # RL was on: its items must be given and agree with the metrics
+        if rl_path is None:
+            raise InvalidInput(
+                [Problem(str(metrics_path), None, "rl", "has an rl section: give the RL items")]
+            )
+        rl = read_scored(rl_path)
+        pair_items(after, rl, before_file=str(after_path), after_file=str(rl_path))
+    recomputed = eval_metrics(before, after, rl)
+    problems = check_metrics(stored, recomputed, file=str(metrics_path))
     if problems:
         raise InvalidInput(problems)
     manifest = read_json_object(manifest_path, what="run manifest")
@@ -134,7 +144,7 @@ def write_report(
             metrics=recomputed,
             manifest=manifest,
             charts=charts(
-                before, after, train_plots=Path(train_plots), template_dir=Path(template_dir)
+                before, after, rl, train_plots=Path(train_plots), template_dir=Path(template_dir)
             ),
             n_examples=n_examples,
             sweep=sweep,

@@ -25,6 +25,10 @@ HEADLINE = (
     "after.accuracy_by_category.mul",
     "after.accuracy_by_category.two_step",
     "eval.loss",
+    # With the RL stage on (grpo.steps > 0): the model after RL.
+    "rl.accuracy",
+    "rl.format_compliance",
+    "rl.step_accuracy",
 )
 
 

@@ -355,24 +355,34 @@ def _delta(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any
 def eval_metrics(
     before: Sequence[ScoredItem] | Mapping[str, Any],
     after: Sequence[ScoredItem] | Mapping[str, Any],
+    rl: Sequence[ScoredItem] | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """`{"before": {...}, "after": {...}, "delta": {...}}`, floats rounded to 4 decimals.
+    """`{"before": {...}, "after": {...}, "delta": {...}}`, floats rounded to 4 decimals; with
+    `rl` (the model after the RL stage) also `"rl"` and `"delta_rl"` (rl minus after).
 
-    Takes scored items or `summarize` outputs. The delta is after minus before of the rounded
-    values, so it matches what a reader subtracts; `dvc metrics diff` shows every leaf.
+    Takes scored items or `summarize` outputs. A delta is the difference of the rounded values,
+    so it matches what a reader subtracts; `dvc metrics diff` shows every leaf.
     """
     b, a = _rounded(_as_summary(before)), _rounded(_as_summary(after))
-    return {"before": b, "after": a, "delta": _delta(b, a)}
+    out = {"before": b, "after": a, "delta": _delta(b, a)}
+    if rl is not None:
+        r = _rounded(_as_summary(rl))
+        out |= {"rl": r, "delta_rl": _delta(a, r)}
+    return out
 
 
 def accuracy_plot_rows(
     before: Sequence[ScoredItem] | Mapping[str, Any],
     after: Sequence[ScoredItem] | Mapping[str, Any],
+    rl: Sequence[ScoredItem] | Mapping[str, Any] | None = None,
     *,
     by: str = "category",
 ) -> list[dict[str, Any]]:
-    """Rows `{by, "model", "accuracy"}` for a bar plot of accuracy by category (or difficulty)."""
-    sides = (("before", _as_summary(before)), ("after", _as_summary(after)))
+    """Rows `{by, "model", "accuracy"}` for a bar plot of accuracy by category (or difficulty):
+    models before, after and (given) rl."""
+    sides = [("before", _as_summary(before)), ("after", _as_summary(after))]
+    if rl is not None:
+        sides.append(("rl", _as_summary(rl)))
     key = f"accuracy_by_{by}"
     groups = sorted(set().union(*(s[key] for _, s in sides)))
     rows = []

@@ -1,0 +1,153 @@
+"""Stage `grpo`: reinforcement learning after SFT, with the eval's scorer as the reward."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from tunixrt_dvc.cli import Command, params_option
+from tunixrt_dvc.params import load_params
+
+
+@click.command(cls=Command)
+@params_option()
+@click.option(
+    "--model",
+    "model_dir",
+    default="train/model",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="The SFT model (the train stage's output), the policy RL starts from.",
+)
+@click.option(
+    "--data",
+    "data_dir",
+    default="data/formatted",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Output of the format stage: the training prompts, the tokenizer and the recipe.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default="grpo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the model, metrics and plots go.",
+)
+@click.option("--steps", type=click.IntRange(min=0), help="Override grpo.steps.")
+def main(params_file: str, model_dir: str, data_dir: str, out_dir: str, steps: int | None) -> None:
+    """GRPO (Tunix's GRPOLearner): groups of sampled answers to training prompts, rewarded by
+    the eval's scorer (correct answer, exact form ended by the stop token, true equation steps;
+    weights in grpo.rewards), with a KL penalty to the SFT model. Resumable.
+
+    \b
+    Writes, under OUT:
+      model/            the RL model (config.json, weights/; adapter/ with grpo.lora); with
+                        grpo.steps 0, the SFT model unchanged
+      metrics.json      final step's reward, its parts, KL and sampled accuracy (DVCLive)
+      plots/metrics/    the same per step
+      fingerprint.json  params and the hashes of the prompts, tokenizer, SFT model and code
+    A checkpoint left in OUT/.resume is resumed only if the same inputs and code made it.
+    """
+    params = load_params(params_file)
+    if steps is not None:
+        params = params.model_copy(update={"grpo": params.grpo.model_copy(update={"steps": steps})})
+
+    import shutil
+
+    from dvclive import Live
+
+    from tunixrt_dvc import distributed, provenance
+    from tunixrt_dvc.codegraph import stage_entries
+    from tunixrt_dvc.io import sha256_tree, write_json
+    from tunixrt_dvc.model.config import AdapterCard
+    from tunixrt_dvc.model.lora import adapter_state, apply_lora, merge, weights_sha256
+    from tunixrt_dvc.model.weights import WEIGHTS_DIR, load_model, save_model
+    from tunixrt_dvc.rl.grpo import grpo
+    from tunixrt_dvc.rl.prompts import load_prompts
+    from tunixrt_dvc.text.dataset import read_chat_format
+    from tunixrt_dvc.text.tokenizer import Tokenizer
+
+    procs = distributed.initialize()
+    mesh = distributed.make_mesh(params.mesh, where=params_file)
+    data, out, sft = Path(data_dir), Path(out_dir), Path(model_dir)
+    g = params.grpo
+    fingerprint = provenance.fingerprint(
+        params,
+        data_files=[data / "train.jsonl", data / "stats.json"],
+        tokenizer=data / "tokenizer.model",
+        code=stage_entries("grpo"),
+    )
+    fingerprint["sft_model_sha256"] = sha256_tree(sft)
+    live = Live(dir=str(out), save_dvc_exp=False, dvcyaml=None) if procs.is_main else None
+    (out / "plots" / "metrics").mkdir(parents=True, exist_ok=True)  # a DVC output, even if empty
+
+    if g.steps == 0:
+        if procs.is_main:
+            tmp = out / ".model.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(sft, tmp)
+            shutil.rmtree(out / "model", ignore_errors=True)
+            tmp.rename(out / "model")
+            live.summary = {"step": 0}
+            live.make_summary()
+            write_json(out / "fingerprint.json", fingerprint)
+            click.echo("grpo.steps is 0: RL is off, the model is the SFT model")
+        return
+
+    chat = read_chat_format(data / "stats.json")
+    tokenizer = Tokenizer.load(data / "tokenizer.model")
+    prompts = load_prompts(data / "train.jsonl", recipe=chat.recipe)
+    actor, card = load_model(sft)
+    reference = None
+    if g.lora is not None:
+        base_sha256 = weights_sha256(actor)
+        actor = apply_lora(actor, g.lora, seed=params.seed)  # the frozen base is the reference
+    else:
+        reference = load_model(sft)[0]
+    result = grpo(
+        actor,
+        reference=reference,
+        tokenizer=tokenizer,
+        prompts=prompts,
+        recipe=chat.recipe,
+        params=g,
+        seed=params.seed,
+        work_dir=out / ".resume",
+        fingerprint=fingerprint,
+        live=live,
+        mesh=mesh,
+    )
+    actor = result.model
+    adapter, card_adapter = None, None
+    if g.lora is not None:
+        adapter = adapter_state(actor)
+        card_adapter = AdapterCard(**g.lora.model_dump(), base_sha256=base_sha256)
+        actor = merge(load_model(sft)[0], actor, g.lora)
+    card = card.model_copy(update={"adapter": card_adapter})
+    save_model(actor, card, out / "model", adapter=adapter, write=procs.is_main)
+    distributed.barrier("grpo: outputs")
+    if not procs.is_main:
+        return
+    fingerprint["checkpoint_sha256"] = sha256_tree(out / "model" / WEIGHTS_DIR)
+    write_json(out / "fingerprint.json", fingerprint)
+    write_json(
+        out / "run_manifest.json",
+        provenance.run_manifest(
+            fingerprint,
+            timings={
+                "wall_s": round(result.wall_s, 2),
+                "resumed_from_step": result.resumed_from,
+                **{k: round(v, 4) for k, v in result.timings.items()},
+            },
+            processes={"count": procs.count, "index": procs.index},
+        ),
+    )
+    first, last = result.rows[0], result.rows[-1]
+    click.echo(
+        f"grpo {result.steps} steps: reward {first['reward']:.3f} -> {last['reward']:.3f}, "
+        f"sampled accuracy {first['sampled_accuracy']:.3f} -> {last['sampled_accuracy']:.3f}, "
+        f"kl {last['kl']:.4f}"
+    )

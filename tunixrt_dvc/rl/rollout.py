@@ -1,0 +1,71 @@
+"""Tunix's vanilla rollout, with the two things GRPO here needs that it does not do.
+
+- The stop token stays in the sample. Tunix's Sampler cuts every completion before its stop
+  token, so `<end_of_turn>` never enters the policy loss and RL could unlearn stopping; here it
+  is put back on every completion that stopped (text and tokens).
+- A fresh, seeded key per step. With `RolloutConfig.seed` fixed, every step reuses the same
+  sampling noise; here the key is (seed, step), and a resumed run goes on from its step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+from tunix.rl.rollout import base_rollout, vanilla_rollout
+
+from tunixrt_dvc.text.chat import END_OF_TURN
+
+
+class StopTokenRollout(vanilla_rollout.VanillaRollout):
+    """Pass as `ClusterConfig.rollout_engine` via `functools.partial(StopTokenRollout, seed=...,
+    stop_id=..., start_step=...)`; Tunix calls it with the model, tokenizer, mesh and config."""
+
+    def __init__(
+        self,
+        rollout_actor: nnx.Module,
+        tokenizer: Any,
+        mesh: Mesh,
+        rollout_config: base_rollout.RolloutConfig,
+        *,
+        seed: int,
+        stop_id: int,
+        start_step: int = 0,
+    ):
+        config = rollout_actor.config
+        super().__init__(
+            rollout_actor,
+            tokenizer,
+            base_rollout.CacheConfig(
+                cache_size=rollout_config.kv_cache_size,
+                num_layers=config.num_layers,
+                num_kv_heads=config.num_kv_heads,
+                head_dim=config.head_dim,
+            ),
+        )
+        self.seed, self.stop_id, self.step = seed, stop_id, start_step
+
+    def generate(
+        self, prompts: list[str], rollout_config: base_rollout.RolloutConfig, **kwargs
+    ) -> base_rollout.RolloutOutput:
+        # Only the stop token ends a sample, so a shortened one is known to have stopped on it.
+        config = dataclasses.replace(
+            rollout_config,
+            seed=int(np.random.default_rng([self.seed, self.step]).integers(2**31)),
+            eos_tokens=[self.stop_id],
+        )
+        self.step += 1
+        out = super().generate(prompts, config, **kwargs)
+        limit = config.max_tokens_to_generate
+        stopped = [len(t) < limit for t in out.tokens]
+        return dataclasses.replace(
+            out,
+            text=[t + END_OF_TURN if s else t for t, s in zip(out.text, stopped, strict=True)],
+            tokens=[
+                np.append(np.asarray(t), self.stop_id).astype(np.asarray(t).dtype) if s else t
+                for t, s in zip(out.tokens, stopped, strict=True)
+            ],
+        )

@@ -94,6 +94,7 @@ def test_samples_keep_their_stop_token(sft):
     assert rollout.step == 1
 
 
+@pytest.mark.slow
 def test_rewards_on_real_samples_reruns_bit_identical_and_resume_after_sigkill(sft):
     root = sft["root"]
     a, b = _grpo(sft, root / "a"), _grpo(sft, root / "b")
@@ -146,6 +147,7 @@ def test_zero_steps_passes_the_sft_model_through(sft):
     assert json.loads((off / "metrics.json").read_text()) == {"step": 0}
 
 
+@pytest.mark.slow
 def test_lora_trains_only_adapters_and_merges(sft):
     lora = {"rank": 4, "alpha": 8.0, "targets": ["q_einsum", "gate_proj"], "quantize": None}
     stages.finish(_grpo(sft, sft["root"] / "lora", steps=2, lora=lora))

@@ -28,10 +28,11 @@ ROWS: dict[str, str] = {
     "dvc": "tunixrt_dvc.bench.dvc:dvc_row",
     "mesh": "tunixrt_dvc.bench.scale:mesh_row",
     "lora": "tunixrt_dvc.bench.scale:lora_row",
+    "grpo": "tunixrt_dvc.bench.grpo:grpo_row",
     "gpu": "tunixrt_dvc.bench.gpu:gpu_row",
 }
 # What a plain `tunixrt bench` runs: every row this (CPU) machine can.
-DEFAULT_ROWS = ("export", "format", "train", "eval", "mesh", "lora", "dvc")
+DEFAULT_ROWS = ("export", "format", "train", "eval", "mesh", "lora", "grpo", "dvc")
 
 
 def run_rows(names: list[str], ctx: BenchContext) -> Iterator[tuple[str, list[dict[str, Any]]]]:

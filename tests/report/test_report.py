@@ -116,7 +116,7 @@ def _inputs(tmp_path: Path, *, n_examples: int = 2) -> dict[str, Path]:
     metrics["after"]["wall_s"] = 1.5  # keys only the eval stage knows are allowed
     paths["metrics"].write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     paths["manifest"].write_text(json.dumps(MANIFEST), encoding="utf-8")
-    write_params(paths["params"], {"report": {"n_examples": n_examples}})
+    write_params(paths["params"], {"report": {"n_examples": n_examples, "seed_sweep": None}})
     paths["train-plots"] = _train_plots(tmp_path / "train" / "plots" / "metrics")
     paths["templates"] = REPO / ".dvc" / "plots"
     return paths
@@ -415,3 +415,19 @@ def test_with_rl_the_report_compares_the_sft_and_rl_models(in_tmp) -> None:
     res = _run(paths, Path("report2"))
     assert res.exit_code != 0 and "rl.accuracy" in res.output, res.output
     assert not Path("report2/delta_report.md").exists()
+
+
+def test_the_page_shows_the_seed_sweep_the_params_name(in_tmp) -> None:
+    paths = _inputs(Path("."))
+    sweep = json.loads((REPO / "results" / "seed_sweep.json").read_text())
+    Path("sweep.json").write_text(json.dumps(sweep))
+    write_params(paths["params"], {"report": {"n_examples": 2, "seed_sweep": "sweep.json"}})
+    res = _run(paths, Path("report"))
+    assert res.exit_code == 0, res.output
+    page = Path("report/index.html").read_text()
+    section = page.split('<section id="seeds">', 1)[1].split("</section>", 1)[0]
+    acc = sweep["configs"][0]["summary"]["after.accuracy"]
+    assert "(seeds 0, 1, 2, 3, 4)" in section
+    assert (
+        f"{acc['mean']:.4f} &plusmn; {acc['sd']:.4f}" in section and f"{acc['min']:.4f}" in section
+    )

@@ -42,8 +42,8 @@ from tunixrt_dvc.params import load_params
     default="grpo/model",
     show_default=True,
     type=click.Path(file_okay=False),
-    help="The model after the RL stage; when its weights are the trained model's (RL off), "
-    "its scores are the after scores and the metrics have no rl section.",
+    help="The model after the RL stage; when it had no RL steps (grpo.steps 0: it is the trained "
+    "model), its scores are the after scores and the metrics have no rl section.",
 )
 @click.option(
     "--out", "out_dir", default="eval", show_default=True, type=click.Path(file_okay=False)
@@ -78,9 +78,10 @@ def main(
     params = load_params(params_file)
     from tunixrt_dvc import distributed
     from tunixrt_dvc.eval.evaluate import eval_prompts, evaluate
-    from tunixrt_dvc.io import atomic_write, sha256_tree, write_json
+    from tunixrt_dvc.io import atomic_write, write_json
     from tunixrt_dvc.model.build import build_base
-    from tunixrt_dvc.model.weights import WEIGHTS_DIR, load_model
+    from tunixrt_dvc.model.config import read_card
+    from tunixrt_dvc.model.weights import CONFIG_FILE, load_model
     from tunixrt_dvc.task import scoring
     from tunixrt_dvc.task.evalsets import load_evalset
     from tunixrt_dvc.text.dataset import read_chat_format
@@ -97,10 +98,8 @@ def main(
     mesh = distributed.make_mesh(params.mesh, where=params_file)
 
     out = Path(out_dir)
-    rl_weights = Path(rl_model_dir) / WEIGHTS_DIR
-    rl_on = rl_weights.is_dir() and sha256_tree(rl_weights) != sha256_tree(
-        Path(model_dir) / WEIGHTS_DIR
-    )
+    rl_card = Path(rl_model_dir) / CONFIG_FILE
+    rl_on = rl_card.exists() and read_card(rl_card).rl_steps > 0
     phases = [("before", lambda: build_base(card)), ("after", lambda: tuned)]
     if rl_on:
         phases.append(("rl", lambda: load_model(rl_model_dir)[0]))

@@ -100,13 +100,12 @@ def main(params_file: str, model_dir: str, data_dir: str, out_dir: str, steps: i
     chat = read_chat_format(data / "stats.json")
     tokenizer = Tokenizer.load(data / "tokenizer.model")
     prompts = load_prompts(data / "train.jsonl", recipe=chat.recipe)
-    actor, card = load_model(sft)
-    reference = None
+    reference, card = load_model(sft)  # frozen: the KL is measured to it
     if g.lora is not None:
-        base_sha256 = weights_sha256(actor)
-        actor = apply_lora(actor, g.lora, seed=params.seed)  # the frozen base is the reference
+        base_sha256 = weights_sha256(reference)
+        actor = apply_lora(reference, g.lora, seed=params.seed)  # shares the frozen base
     else:
-        reference = load_model(sft)[0]
+        actor = load_model(sft)[0]
     result = grpo(
         actor,
         reference=reference,
@@ -126,7 +125,7 @@ def main(params_file: str, model_dir: str, data_dir: str, out_dir: str, steps: i
         adapter = adapter_state(actor)
         card_adapter = AdapterCard(**g.lora.model_dump(), base_sha256=base_sha256)
         actor = merge(load_model(sft)[0], actor, g.lora)
-    card = card.model_copy(update={"adapter": card_adapter})
+    card = card.model_copy(update={"adapter": card_adapter, "rl_steps": result.steps})
     save_model(actor, card, out / "model", adapter=adapter, write=procs.is_main)
     distributed.barrier("grpo: outputs")
     if not procs.is_main:

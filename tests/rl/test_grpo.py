@@ -103,6 +103,7 @@ def test_rewards_on_real_samples_reruns_bit_identical_and_resume_after_sigkill(s
     assert "grpo 6 steps" in out, out
     assert sha256_tree(root / "a" / "model") == sha256_tree(root / "b" / "model")
     assert sha256_tree(root / "a" / "model") != sha256_tree(sft["model"])  # it learnt something
+    assert json.loads((root / "a" / "model" / "config.json").read_text())["rl_steps"] == 6
     for name in ["metrics.json", *(f"plots/metrics/{p}.tsv" for p in PLOTS)]:
         assert (root / "a" / name).read_bytes() == (root / "b" / name).read_bytes(), name
 
@@ -143,14 +144,17 @@ def test_zero_steps_passes_the_sft_model_through(sft):
     out = stages.finish(_grpo(sft, sft["root"] / "off", steps=0))
     assert "RL is off" in out
     off = sft["root"] / "off"
-    assert sha256_tree(off / "model") == sha256_tree(sft["model"])
+    assert sha256_tree(off / "model") == sha256_tree(sft["model"])  # its card says no RL
     assert json.loads((off / "metrics.json").read_text()) == {"step": 0}
 
 
 @pytest.mark.slow
 def test_lora_trains_only_adapters_and_merges(sft):
     lora = {"rank": 4, "alpha": 8.0, "targets": ["q_einsum", "gate_proj"], "quantize": None}
-    stages.finish(_grpo(sft, sft["root"] / "lora", steps=2, lora=lora))
+    stages.finish(_grpo(sft, sft["root"] / "lora", steps=3, lora=lora))
+    log = (sft["root"] / "lora" / ".resume" / "steps.jsonl").read_text().splitlines()
+    # The KL is to the SFT model under the adapters: it moves once the adapters have trained.
+    assert any(json.loads(r)["kl"] != 0.0 for r in log[1:]), log
     out = sft["root"] / "lora" / "model"
     assert (out / "adapter").is_dir()
     card = json.loads((out / "config.json").read_text())

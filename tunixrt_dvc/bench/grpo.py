@@ -36,10 +36,8 @@ def grpo_row(ctx: BenchContext) -> list[dict[str, Any]]:
         ("full", None),
         ("LoRA r16", LoraParams(rank=16, alpha=32.0, targets=TARGETS, quantize=None)),
     ):
-        actor = load_model(model_dir)[0]
-        reference = None if lora else load_model(model_dir)[0]
-        if lora:
-            actor = apply_lora(actor, lora, seed=params.seed)
+        reference = load_model(model_dir)[0]
+        actor = apply_lora(reference, lora, seed=params.seed) if lora else load_model(model_dir)[0]
         with tempfile.TemporaryDirectory() as tmp:
             result = grpo(
                 actor,

@@ -122,13 +122,14 @@ class AdapterCard(_Frozen):
 
 
 class ModelCard(_Frozen):
-    """What a model directory is: its preset, its architecture, the base it was trained from
-    and, for LoRA, the adapter merged into it."""
+    """What a model directory is: its preset, its architecture, the base it was trained from,
+    for LoRA the adapter merged into it, and the RL steps it had after SFT (0: none)."""
 
     preset: Literal[tuple(PRESETS)]
     architecture: Architecture
     base: Annotated[RandomBase | CheckpointBase, Field(discriminator="init")]
     adapter: AdapterCard | None = None
+    rl_steps: Annotated[int, Field(ge=0)] = 0
 
     @classmethod
     def of(

@@ -64,7 +64,9 @@ def save_model(
     if not write:
         return
     with atomic_dir(path) as tmp:
-        (tmp / CONFIG_FILE).write_text(json_text(card.model_dump(mode="json")), "utf-8")
+        # `rl_steps` only when there were any: an SFT model's card reads as it always has.
+        fields = card.model_dump(mode="json", exclude={"rl_steps"} if not card.rl_steps else None)
+        (tmp / CONFIG_FILE).write_text(json_text(fields), "utf-8")
         _save_tree(state, tmp / WEIGHTS_DIR)
         if adapter is not None:
             _save_tree(adapter, tmp / ADAPTER_DIR / WEIGHTS_DIR)

@@ -172,7 +172,7 @@ def single_device_mesh() -> Mesh:
 def grpo(
     actor: nnx.Module,
     *,
-    reference: nnx.Module | None,
+    reference: nnx.Module,
     tokenizer: Tokenizer,
     prompts: Sequence[RLPrompt],
     recipe: str,
@@ -185,7 +185,7 @@ def grpo(
 ) -> GrpoResult:
     """Train a copy of `actor` with GRPO for `params.steps` steps (the result's `model`); resumes
     from `work_dir` when it holds this run's checkpoint. `reference` is the frozen SFT model the
-    KL is measured to (None with LoRA: Tunix then uses the actor's own frozen base)."""
+    KL is measured to (with LoRA, the base the actor's adapters sit on)."""
     main = jax.process_index() == 0
     if main:
         guard_resume(work_dir, fingerprint)
@@ -220,7 +220,7 @@ def grpo(
     roles = rl_cluster_lib.Role
     cluster = rl_cluster_lib.RLCluster(
         actor=actor,
-        reference=reference if reference is not None else actor,
+        reference=reference,
         tokenizer=tokenizer.sp,
         cluster_config=rl_cluster_lib.ClusterConfig(
             role_to_mesh={roles.ACTOR: mesh, roles.REFERENCE: mesh, roles.ROLLOUT: mesh},

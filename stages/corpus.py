@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from tunixrt_dvc.cli import Command, params_option
+from tunixrt_dvc.command import Command, params_option
 from tunixrt_dvc.io import atomic_write, atomic_write_with
 from tunixrt_dvc.params import load_params
 from tunixrt_dvc.task import corpus

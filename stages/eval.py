@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from tunixrt_dvc.cli import Command, params_option
+from tunixrt_dvc.command import Command, params_option
 from tunixrt_dvc.params import load_params
 
 
@@ -82,9 +82,9 @@ def main(
     from tunixrt_dvc.model.build import build_base
     from tunixrt_dvc.model.config import read_card
     from tunixrt_dvc.model.weights import CONFIG_FILE, load_model
-    from tunixrt_dvc.task import scoring
     from tunixrt_dvc.task.evalsets import load_evalset
-    from tunixrt_dvc.text.dataset import read_chat_format
+    from tunixrt_dvc.task.metrics import accuracy_plot_rows, eval_metrics
+    from tunixrt_dvc.text.chat_format import read_chat_format
     from tunixrt_dvc.text.tokenizer import Tokenizer
     from tunixrt_dvc.traces.schemas import dumps
 
@@ -125,9 +125,9 @@ def main(
     for phase, phase_items in scored.items():
         atomic_write(out / f"{phase}.jsonl", "".join(dumps(s) + "\n" for s in phase_items))
 
-    metrics = scoring.eval_metrics(scored["before"], scored["after"], rl)
+    metrics = eval_metrics(scored["before"], scored["after"], rl)
     write_json(metrics_path, metrics)
-    rows = scoring.accuracy_plot_rows(scored["before"], scored["after"], rl)
+    rows = accuracy_plot_rows(scored["before"], scored["after"], rl)
     write_json(out / "accuracy_by_category.json", {"accuracy_by_category": rows})
     b, a = metrics["before"], metrics["after"]
     after_rl = f" -> {metrics['rl']['accuracy']:.3f} (RL)" if rl is not None else ""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from tunixrt_dvc.cli import Command, params_option
+from tunixrt_dvc.command import Command, params_option
 from tunixrt_dvc.params import load_params
 
 
@@ -50,6 +50,7 @@ def main(
     The output is written to a temporary file and renamed, so it is complete or absent, and it is
     byte-identical when the traces are. Options override the `export` section of params.yaml.
     """
+    from tunixrt_dvc.task.reservations import load_reservations
     from tunixrt_dvc.traces.export import export
 
     params = load_params(params_file)
@@ -60,7 +61,7 @@ def main(
         limit=limit if limit is not None else p.limit,
         since=since if since is not None else p.since,
         on_invalid=on_invalid or p.on_invalid,  # type: ignore[arg-type]
-        evalsets_dir=evalsets_dir or params.evalsets_dir,
+        reserved=load_reservations(evalsets_dir or params.evalsets_dir),
         max_trace_bytes=max_trace_bytes or p.max_trace_bytes,
     )
     click.echo(f"export: {report.summary()} -> {out}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from pydantic import ValidationError
 
-from tunixrt_dvc.cli import Command, params_option
+from tunixrt_dvc.command import Command, params_option
 from tunixrt_dvc.errors import InvalidInput, Problem
 from tunixrt_dvc.params import FormatParams, load_params
 from tunixrt_dvc.text.dataset import run_format

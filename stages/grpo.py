@@ -6,8 +6,11 @@ from pathlib import Path
 
 import click
 
-from tunixrt_dvc.cli import Command, params_option
+from tunixrt_dvc.command import Command, params_option
 from tunixrt_dvc.params import load_params
+
+# The params sections this stage reads (its `params` in dvc.yaml): its fingerprint holds these.
+PARAMS = ("seed", "mesh", "grpo")
 
 
 @click.command(cls=Command)
@@ -55,19 +58,17 @@ def main(params_file: str, model_dir: str, data_dir: str, out_dir: str, steps: i
     if steps is not None:
         params = params.model_copy(update={"grpo": params.grpo.model_copy(update={"steps": steps})})
 
-    import shutil
-
     from dvclive import Live
 
     from tunixrt_dvc import distributed, provenance
     from tunixrt_dvc.codegraph import stage_entries
-    from tunixrt_dvc.io import sha256_tree, write_json
-    from tunixrt_dvc.model.config import AdapterCard
-    from tunixrt_dvc.model.lora import adapter_state, apply_lora, merge, weights_sha256
-    from tunixrt_dvc.model.weights import WEIGHTS_DIR, load_model, save_model
+    from tunixrt_dvc.io import sha256_tree
+    from tunixrt_dvc.model.lora import adapt
+    from tunixrt_dvc.model.output import pass_model_through, write_stage_model
+    from tunixrt_dvc.model.weights import load_model
     from tunixrt_dvc.rl.grpo import grpo
     from tunixrt_dvc.rl.prompts import load_prompts
-    from tunixrt_dvc.text.dataset import read_chat_format
+    from tunixrt_dvc.text.chat_format import read_chat_format
     from tunixrt_dvc.text.tokenizer import Tokenizer
 
     procs = distributed.initialize()
@@ -76,6 +77,7 @@ def main(params_file: str, model_dir: str, data_dir: str, out_dir: str, steps: i
     g = params.grpo
     fingerprint = provenance.fingerprint(
         params,
+        sections=PARAMS,
         data_files=[data / "train.jsonl", data / "stats.json"],
         tokenizer=data / "tokenizer.model",
         code=stage_entries("grpo"),
@@ -85,32 +87,24 @@ def main(params_file: str, model_dir: str, data_dir: str, out_dir: str, steps: i
     (out / "plots" / "metrics").mkdir(parents=True, exist_ok=True)  # a DVC output, even if empty
 
     if g.steps == 0:
-        if procs.is_main:
-            tmp = out / ".model.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(sft, tmp)
-            shutil.rmtree(out / "model", ignore_errors=True)
-            tmp.rename(out / "model")
+        if live is not None:
             live.summary = {"step": 0}
             live.make_summary()
-            write_json(out / "fingerprint.json", fingerprint)
+        pass_model_through(out, sft, fingerprint=fingerprint, procs=procs)
+        if procs.is_main:
             click.echo("grpo.steps is 0: RL is off, the model is the SFT model")
         return
 
     chat = read_chat_format(data / "stats.json")
     tokenizer = Tokenizer.load(data / "tokenizer.model")
-    prompts = load_prompts(data / "train.jsonl", recipe=chat.recipe)
     reference, card = load_model(sft)  # frozen: the KL is measured to it
-    if g.lora is not None:
-        base_sha256 = weights_sha256(reference)
-        actor = apply_lora(reference, g.lora, seed=params.seed)  # shares the frozen base
-    else:
-        actor = load_model(sft)[0]
+    # With LoRA the actor's adapters sit on the reference's own (frozen) weights.
+    adapted = adapt(reference if g.lora else load_model(sft)[0], g.lora, seed=params.seed)
     result = grpo(
-        actor,
+        adapted.model,
         reference=reference,
         tokenizer=tokenizer,
-        prompts=prompts,
+        prompts=load_prompts(data / "train.jsonl", recipe=chat.recipe),
         recipe=chat.recipe,
         params=g,
         seed=params.seed,
@@ -119,34 +113,25 @@ def main(params_file: str, model_dir: str, data_dir: str, out_dir: str, steps: i
         live=live,
         mesh=mesh,
     )
-    actor = result.model
-    adapter, card_adapter = None, None
-    if g.lora is not None:
-        adapter = adapter_state(actor)
-        card_adapter = AdapterCard(**g.lora.model_dump(), base_sha256=base_sha256)
-        actor = merge(load_model(sft)[0], actor, g.lora)
-    card = card.model_copy(update={"adapter": card_adapter, "rl_steps": result.steps})
-    save_model(actor, card, out / "model", adapter=adapter, write=procs.is_main)
-    distributed.barrier("grpo: outputs")
-    if not procs.is_main:
-        return
-    fingerprint["checkpoint_sha256"] = sha256_tree(out / "model" / WEIGHTS_DIR)
-    write_json(out / "fingerprint.json", fingerprint)
-    write_json(
-        out / "run_manifest.json",
-        provenance.run_manifest(
-            fingerprint,
-            timings={
-                "wall_s": round(result.wall_s, 2),
-                "resumed_from_step": result.resumed_from,
-                **{k: round(v, 4) for k, v in result.timings.items()},
-            },
-            processes={"count": procs.count, "index": procs.index},
-        ),
+    done = adapted.finish(result.model, lambda: load_model(sft)[0])
+    write_stage_model(
+        out,
+        model=done.model,
+        card=card.model_copy(update={"adapter": done.card, "rl_steps": result.steps}),
+        adapter=done.adapter,
+        fingerprint=fingerprint,
+        timings={
+            "wall_s": round(result.wall_s, 2),
+            "resumed_from_step": result.resumed_from,
+            **{k: round(v, 4) for k, v in result.timings.items()},
+        },
+        procs=procs,
+        name="grpo",
     )
-    first, last = result.rows[0], result.rows[-1]
-    click.echo(
-        f"grpo {result.steps} steps: reward {first['reward']:.3f} -> {last['reward']:.3f}, "
-        f"sampled accuracy {first['sampled_accuracy']:.3f} -> {last['sampled_accuracy']:.3f}, "
-        f"kl {last['kl']:.4f}"
-    )
+    if procs.is_main:
+        first, last = result.rows[0], result.rows[-1]
+        click.echo(
+            f"grpo {result.steps} steps: reward {first['reward']:.3f} -> {last['reward']:.3f}, "
+            f"sampled accuracy {first['sampled_accuracy']:.3f} -> "
+            f"{last['sampled_accuracy']:.3f}, kl {last['kl']:.4f}"
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tunixrt_dvc.cli import Command, params_option
+from tunixrt_dvc.command import Command, params_option
 from tunixrt_dvc.params import load_params
 from tunixrt_dvc.report.write import write_report
 
@@ -43,10 +43,17 @@ from tunixrt_dvc.report.write import write_report
 )
 @click.option(
     "--manifest",
-    default="train/run_manifest.json",
+    default="train/fingerprint.json",
     show_default=True,
     type=click.Path(dir_okay=False),
-    help="The training run's manifest (hashes, params).",
+    help="The training run's fingerprint or manifest (hashes, params, device).",
+)
+@click.option(
+    "--format-stats",
+    default="data/formatted/stats.json",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="The format stage's stats (the recipe the data was rendered with).",
 )
 @click.option(
     "--out",
@@ -84,6 +91,7 @@ def main(
     rl: str,
     metrics: str,
     manifest: str,
+    format_stats: str,
     out_dir: str,
     train_plots: str,
     template_dir: str,
@@ -99,6 +107,7 @@ def main(
         rl_path=rl,
         metrics_path=metrics,
         manifest_path=manifest,
+        format_stats_path=format_stats,
         out_dir=out_dir,
         n_examples=params.report.n_examples if n_examples is None else n_examples,
         train_plots=train_plots,

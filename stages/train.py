@@ -6,8 +6,11 @@ from pathlib import Path
 
 import click
 
-from tunixrt_dvc.cli import Command, params_option
+from tunixrt_dvc.command import Command, params_option
 from tunixrt_dvc.params import load_params
+
+# The params sections this stage reads (its `params` in dvc.yaml): its fingerprint holds these.
+PARAMS = ("seed", "mesh", "model", "train")
 
 
 @click.command(cls=Command)
@@ -54,12 +57,11 @@ def main(params_file: str, data_dir: str, out_dir: str, steps: int | None) -> No
 
     from tunixrt_dvc import distributed, provenance
     from tunixrt_dvc.codegraph import stage_entries
-    from tunixrt_dvc.io import sha256_tree, write_json
     from tunixrt_dvc.model.build import build_model
-    from tunixrt_dvc.model.config import AdapterCard, ModelCard
-    from tunixrt_dvc.model.lora import adapter_state, apply_lora, merge, weights_sha256
+    from tunixrt_dvc.model.config import ModelCard
+    from tunixrt_dvc.model.lora import adapt
+    from tunixrt_dvc.model.output import write_stage_model
     from tunixrt_dvc.model.size import count_params
-    from tunixrt_dvc.model.weights import save_model
     from tunixrt_dvc.sft.trainer import train
     from tunixrt_dvc.text.packing import load_examples
     from tunixrt_dvc.text.tokenizer import Tokenizer
@@ -68,8 +70,6 @@ def main(params_file: str, data_dir: str, out_dir: str, steps: int | None) -> No
     mesh = distributed.make_mesh(params.mesh, where=params_file)
     data, out = Path(data_dir), Path(out_dir)
     tokenizer = Tokenizer.load(data / "tokenizer.model")
-    train_examples = load_examples(data / "train.jsonl")
-    val_examples = load_examples(data / "val.jsonl")
 
     def base_model():
         return build_model(
@@ -80,12 +80,10 @@ def main(params_file: str, data_dir: str, out_dir: str, steps: int | None) -> No
         )
 
     net, config = base_model()
-    lora = params.train.lora
-    if lora is not None:
-        base_sha256 = weights_sha256(net)
-        net = apply_lora(net, lora, seed=params.seed)
+    adapted = adapt(net, params.train.lora, seed=params.seed)
     fingerprint = provenance.fingerprint(
         params,
+        sections=PARAMS,
         data_files=[data / "train.jsonl", data / "val.jsonl"],
         tokenizer=data / "tokenizer.model",
         code=stage_entries("train"),
@@ -94,9 +92,9 @@ def main(params_file: str, data_dir: str, out_dir: str, steps: int | None) -> No
     # them during a run); the pipeline's dvc.yaml declares them, so DVCLive writes none.
     live = Live(dir=str(out), save_dvc_exp=False, dvcyaml=None) if procs.is_main else None
     result = train(
-        net,
-        train_examples=train_examples,
-        val_examples=val_examples,
+        adapted.model,
+        train_examples=load_examples(data / "train.jsonl"),
+        val_examples=load_examples(data / "val.jsonl"),
         params=params.train,
         seed=params.seed,
         work_dir=out / ".resume",
@@ -104,40 +102,32 @@ def main(params_file: str, data_dir: str, out_dir: str, steps: int | None) -> No
         live=live,
         mesh=mesh,
     )
-    adapter, card_adapter = None, None
-    if lora is not None:
-        adapter = adapter_state(net)
-        card_adapter = AdapterCard(**lora.model_dump(), base_sha256=base_sha256)
-        net = merge(base_model()[0], net, lora)  # the frozen base again, adapters folded in
-    card = ModelCard.of(config, params.model, seed=params.seed, adapter=card_adapter)
-    if procs.is_main:
+    done = adapted.finish(adapted.model, lambda: base_model()[0])
+    if live is not None:
         live.summary["train"]["loss_first"] = result.train_loss_first
         live.summary["train"]["real_token_fraction"] = round(result.real_token_fraction, 4)
         if result.eval_loss_first is not None:
             live.summary["eval"]["loss_first"] = result.eval_loss_first
-        live.summary["params_count"] = count_params(net)
+        live.summary["params_count"] = count_params(done.model)
         live.make_summary()
-    save_model(net, card, out / "model", adapter=adapter, write=procs.is_main)
-    distributed.barrier("train: outputs")
-    if not procs.is_main:
-        return
-    fingerprint["checkpoint_sha256"] = sha256_tree(out / "model")
-    write_json(out / "fingerprint.json", fingerprint)
-    write_json(
-        out / "run_manifest.json",
-        provenance.run_manifest(
-            fingerprint,
-            timings={
-                "wall_s": round(result.wall_s, 2),
-                "tokens_per_s": round(result.tokens_per_s, 1),
-                "resumed_from_step": result.resumed_from,
-            },
-            processes={"count": procs.count, "index": procs.index},
-        ),
+    write_stage_model(
+        out,
+        model=done.model,
+        card=ModelCard.of(config, params.model, seed=params.seed, adapter=done.card),
+        adapter=done.adapter,
+        fingerprint=fingerprint,
+        timings={
+            "wall_s": round(result.wall_s, 2),
+            "tokens_per_s": round(result.tokens_per_s, 1),
+            "resumed_from_step": result.resumed_from,
+        },
+        procs=procs,
+        name="train",
     )
-    click.echo(
-        f"trained {result.steps} steps: loss {result.train_loss_first:.3f} -> "
-        f"{result.train_loss_last:.3f}, eval loss {result.eval_loss_first} -> "
-        f"{result.eval_loss_last}, {result.tokens_per_s:.0f} tokens/s, "
-        f"real-token fraction {result.real_token_fraction:.3f}"
-    )
+    if procs.is_main:
+        click.echo(
+            f"trained {result.steps} steps: loss {result.train_loss_first:.3f} -> "
+            f"{result.train_loss_last:.3f}, eval loss {result.eval_loss_first} -> "
+            f"{result.eval_loss_last}, {result.tokens_per_s:.0f} tokens/s, "
+            f"real-token fraction {result.real_token_fraction:.3f}"
+        )

@@ -1,34 +1,135 @@
-"""dvc.yaml: every stage depends on all the code it runs, and the code has one direction."""
+"""dvc.yaml: every stage depends on exactly the code it runs, and the code has one direction."""
 
 from __future__ import annotations
 
+import importlib
+import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tunixrt_dvc.codegraph import (
     ROOT,
     closure_files,
     import_closure,
-    imported_modules,
+    layers,
+    package_graph,
+    rewrite_code_deps,
+    stage_code_deps,
     stage_entries,
 )
+from tunixrt_dvc.params import load_params
+
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
-def _covered(path: str, deps: list[str]) -> bool:
-    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in deps)
+def _code(deps: list[str]) -> list[str]:
+    return sorted(d for d in deps if d.startswith(("stages/", "tunixrt_dvc/")))
 
 
-def test_every_stage_depends_on_all_the_code_it_runs():
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    uncovered = {}
-    for name, stage in stages.items():
-        assert stage["cmd"].startswith(f"tunixrt {name}"), stage["cmd"]
-        files = [p.relative_to(ROOT).as_posix() for p in closure_files(stage_entries(name))]
-        assert f"stages/{name}.py" in files and "tunixrt_dvc/cli.py" in files
-        if missing := [f for f in files if not _covered(f, stage["deps"])]:
-            uncovered[name] = missing
-    assert uncovered == {}
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_every_stage_depends_on_exactly_the_code_it_runs(name):
+    stage = STAGES[name]
+    assert stage["cmd"].startswith(f"tunixrt {name}"), stage["cmd"]
+    files = [p.relative_to(ROOT).as_posix() for p in closure_files(stage_entries(name))]
+    assert f"stages/{name}.py" in files and "tunixrt_dvc/cli.py" in files
+    assert _code(stage["deps"]) == stage_code_deps(name), (
+        "run `python -m tunixrt_dvc.codegraph` to write the stages' code deps into dvc.yaml"
+    )
+
+
+def test_the_dvc_yaml_writer_keeps_everything_else():
+    text = (ROOT / "dvc.yaml").read_text()
+    assert rewrite_code_deps(text) == text
+    shuffled = text.replace("      - stages/train.py\n", "      - tunixrt_dvc/bench/cli.py\n")
+    assert rewrite_code_deps(shuffled) == text
+
+
+@pytest.mark.parametrize("name", ["train", "grpo"])
+def test_a_training_fingerprint_holds_the_params_its_stage_reads(name):
+    stage = importlib.import_module(f"stages.{name}")
+    assert list(stage.PARAMS) == STAGES[name]["params"]
+
+
+def test_paths_that_params_name_are_templated_not_copied():
+    params = load_params(ROOT / "params.yaml")
+    named = {
+        "evalsets_dir": params.evalsets_dir,
+        "corpus.store": params.corpus.store,
+        "export.source": params.export.source,
+        "eval.evalset": params.eval.evalset,
+        "report.seed_sweep": params.report.seed_sweep,
+    }
+    listed = []
+    for stage in STAGES.values():
+        for entry in stage.get("deps", []) + stage.get("outs", []):
+            listed.append(entry if isinstance(entry, str) else next(iter(entry)))
+    for key, value in named.items():
+        assert value not in listed, f"{value} is params' {key}: write ${{{key}}}"
+        assert f"${{{key}}}" in listed, key
+
+
+def _edit(root: Path, files: list[str]) -> None:
+    for f in files:
+        with open(root / f, "a") as fh:
+            fh.write("\n# an edit\n")
+
+
+def test_editing_a_benchmark_or_the_memory_plan_changes_no_stage(tmp_path):
+    untouched = ["tunixrt_dvc/bench/train.py", "tunixrt_dvc/sft/plan.py", "tunixrt_dvc/sft/cli.py"]
+    for f in untouched:
+        assert not any(
+            f == d or f.startswith(d + "/") for s in STAGES.values() for d in _code(s["deps"])
+        ), f
+    # And as DVC sees it: the same status before and after the edit.
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    work = tmp_path / "repo"
+    for f in files:
+        if (ROOT / f).is_file():
+            (work / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, work / f)
+    subprocess.run(["git", "init", "-q"], cwd=work, check=True)
+    dvc = [sys.executable, "-m", "dvc", "status", "--json"]
+
+    def status() -> dict:
+        out = subprocess.run(dvc, cwd=work, capture_output=True, text=True, check=True).stdout
+        return json.loads(out)
+
+    before = status()
+    _edit(work, untouched)
+    assert status() == before
+
+
+def test_the_packages_form_layers_with_no_cycle():
+    graph = package_graph()
+    order = layers(graph)  # raises on a cycle
+    rank = {p: i for i, layer in enumerate(order) for p in layer}
+    assert all(rank[b] < rank[a] for a, deps in graph.items() for b in deps)
+    # params sits below every package that reads it; commands never import the command table.
+    assert rank["tunixrt_dvc.params"] < min(rank["tunixrt_dvc.model"], rank["tunixrt_dvc.text"])
+    assert not any("tunixrt_dvc.cli" in deps for deps in graph.values())
+
+
+def test_a_cycle_is_found_and_named():
+    with pytest.raises(ValueError, match=r"\['a', 'b'\]"):
+        layers({"a": {"b"}, "b": {"a"}, "c": set()})
+
+
+def test_docs_architecture_shows_the_layers_as_they_are():
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    for i, layer in enumerate(layers(package_graph())):
+        names = ", ".join(f"`{p.removeprefix('tunixrt_dvc.')}`" for p in layer)
+        assert f"| {i} | {names} |" in doc, f"layer {i}: {names}"
 
 
 def _write(root: Path, files: dict[str, str]) -> None:
@@ -69,39 +170,21 @@ def test_the_closure_follows_function_level_and_relative_imports_not_type_checki
         "tunixrt_dvc.cli",
         "tunixrt_dvc.runtime",
     ]
-
-
-def _modules() -> list[str]:
-    out = []
-    for path in sorted((ROOT / "tunixrt_dvc").rglob("*.py")):
-        parts = path.relative_to(ROOT).with_suffix("").parts
-        out.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
-    return out
-
-
-def test_the_package_imports_form_no_cycle():
-    graph = {m: imported_modules(m) for m in _modules()}
-    state: dict[str, int] = {}  # 1: on the current path, 2: done
-    cycles = []
-
-    def visit(m: str, path: list[str]) -> None:
-        state[m] = 1
-        for n in sorted(graph.get(m, set())):
-            if state.get(n) == 1:
-                cycles.append(path[path.index(n) :] + [n])
-            elif n not in state:
-                visit(n, path + [n])
-        state[m] = 2
-
-    for m in graph:
-        if m not in state:
-            visit(m, [m])
-    assert cycles == []
+    # The whole of `a` runs: one directory dep; of the top level, only what runs.
+    assert stage_code_deps("x", tmp_path) == [
+        "stages/__init__.py",
+        "stages/x.py",
+        "tunixrt_dvc/__init__.py",
+        "tunixrt_dvc/a",
+        "tunixrt_dvc/cli.py",
+        "tunixrt_dvc/runtime.py",
+    ]
+    (tmp_path / "tunixrt_dvc/a/extra.py").write_text("")
+    assert "tunixrt_dvc/a/f.py" in stage_code_deps("x", tmp_path)
 
 
 def test_nothing_in_the_pipeline_imports_the_benchmarks():
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    for name in stages:
+    for name in STAGES:
         bench = [
             m for m in import_closure(stage_entries(name)) if m.startswith("tunixrt_dvc.bench")
         ]

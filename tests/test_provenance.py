@@ -6,7 +6,7 @@ from support.params import params
 
 from tunixrt_dvc import provenance
 from tunixrt_dvc.codegraph import stage_entries
-from tunixrt_dvc.sft.resume import guard_resume
+from tunixrt_dvc.loop.resume import guard_resume
 
 TRAIN = stage_entries("train")
 
@@ -36,21 +36,24 @@ def test_fingerprint_holds_the_training_code_hash(tmp_path):
     (tmp_path / "tok.model").write_bytes(b"x")
     fp = provenance.fingerprint(
         params(),
+        sections=("seed", "model", "train"),
         data_files=[tmp_path / "train.jsonl"],
         tokenizer=tmp_path / "tok.model",
         code=TRAIN,
     )
     assert fp["code_sha256"] == provenance.code_sha256(TRAIN)
     assert str(tmp_path) not in repr(fp)
+    # Only the sections the run reads: an eval edit must not spoil a training resume.
+    assert list(fp["params"]) == ["seed", "model", "train"]
 
 
 def test_a_checkpoint_made_by_other_code_is_not_resumed(tmp_path):
     work = tmp_path / ".resume"
     ours = {"seed": 0, "code_sha256": provenance.code_sha256(TRAIN)}
-    guard_resume(work, {**ours, "code_sha256": "0" * 64})
+    guard_resume(work, {**ours, "code_sha256": "0" * 64}, name="test")
     (work / "checkpoints").mkdir()
-    guard_resume(work, ours)
+    guard_resume(work, ours, name="test")
     assert not (work / "checkpoints").exists()
     (work / "checkpoints").mkdir()
-    guard_resume(work, ours)
+    guard_resume(work, ours, name="test")
     assert (work / "checkpoints").exists()

@@ -2,13 +2,19 @@
 
 A stage's code is the import closure of its entry module: every project module it imports, at the
 top or inside a function, and the packages that contain them (their `__init__` runs too). The train
-stage hashes its closure into its fingerprint, and a test checks each stage's closure against its
-`deps` in dvc.yaml.
+stage hashes its closure into its fingerprint, and each stage's code `deps` in dvc.yaml are exactly
+its closure (`stage_code_deps`; a directory stands for all of its files when all are in it):
+`python -m tunixrt_dvc.codegraph` rewrites them in dvc.yaml, and a test checks they agree.
+
+The library's layers are its packages (each subpackage, each top-level module): `package_graph`
+is what they import of each other, and it has no cycle.
 """
 
 from __future__ import annotations
 
 import ast
+import re
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -95,3 +101,109 @@ def closure_files(entries: Iterable[str], root: Path = ROOT) -> list[Path]:
 def stage_entries(stage: str) -> list[str]:
     """What `tunixrt <stage>` runs: the command line and the stage's module."""
     return ["tunixrt_dvc.cli", f"stages.{stage}"]
+
+
+def project_modules(root: Path = ROOT) -> list[str]:
+    """Every module of the project's packages, by name."""
+    out = []
+    for package in PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            parts = path.relative_to(root).with_suffix("").parts
+            out.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return out
+
+
+def package_of(name: str, root: Path = ROOT) -> str | None:
+    """The layer a module belongs to: `stages`, a subpackage of the library (`tunixrt_dvc.sft`)
+    or a top-level module of it (`tunixrt_dvc.params`); None for the library's own `__init__`."""
+    parts = name.split(".")
+    if parts[0] == "stages":
+        return "stages"
+    if len(parts) == 1:
+        return None
+    return ".".join(parts[:2])
+
+
+def package_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """Which layers each layer imports (`package_of`), itself left out."""
+    graph: dict[str, set[str]] = {}
+    for name in project_modules(root):
+        if (a := package_of(name, root)) is None:
+            continue
+        graph.setdefault(a, set())
+        for imported in imported_modules(name, root):
+            b = package_of(imported, root)
+            if b is not None and b != a:
+                graph[a].add(b)
+    return graph
+
+
+def layers(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The layers in order, lowest first: each imports only layers before it.
+
+    Raises ValueError naming the layers of a cycle if there is one.
+    """
+    done: set[str] = set()
+    out: list[list[str]] = []
+    while len(done) < len(graph):
+        ready = sorted(n for n in graph if n not in done and graph[n] <= done)
+        if not ready:
+            raise ValueError(f"import cycle among {sorted(set(graph) - done)}")
+        out.append(ready)
+        done.update(ready)
+    return out
+
+
+def stage_code_deps(stage: str, root: Path = ROOT) -> list[str]:
+    """A stage's code deps for dvc.yaml: the files of its closure, a directory instead of its
+    files where the closure holds every file in it (compiled caches aside)."""
+    files = {p.relative_to(root).as_posix() for p in closure_files(stage_entries(stage), root)}
+    out: set[str] = set()
+    for f in sorted(files):
+        parts = f.split("/")
+        dep = f
+        # The outermost subpackage directory all of whose files the stage runs.
+        for k in range(2, len(parts)):
+            d = "/".join(parts[:k])
+            inside = {
+                p.relative_to(root).as_posix()
+                for p in (root / d).rglob("*")
+                if p.is_file() and "__pycache__" not in p.parts
+            }
+            if inside <= files:
+                dep = d
+                break
+        out.add(dep)
+    return sorted(out)
+
+
+_CODE_DEP = re.compile(r"^(\s+)- (?:stages|tunixrt_dvc)/\S*\s*$")
+_STAGE = re.compile(r"^  (\w+):\s*$")
+
+
+def rewrite_code_deps(text: str, root: Path = ROOT) -> str:
+    """dvc.yaml's text with each stage's code deps replaced by `stage_code_deps` (after its other
+    deps; comments and everything else kept)."""
+    lines = text.splitlines(keepends=True)
+    out: list[str] = []
+    stage = None
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if m := _STAGE.match(line):
+            stage = m[1]
+        if (m := _CODE_DEP.match(line)) and stage is not None:
+            indent = m[1]
+            while i < len(lines) and _CODE_DEP.match(lines[i]):
+                i += 1
+            out.extend(f"{indent}- {d}\n" for d in stage_code_deps(stage, root))
+            continue
+        out.append(line)
+        i += 1
+    return "".join(out)
+
+
+if __name__ == "__main__":
+    # `python -m tunixrt_dvc.codegraph [dvc.yaml]`: write every stage's code deps into dvc.yaml.
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "dvc.yaml"
+    target.write_text(rewrite_code_deps(target.read_text(encoding="utf-8")), encoding="utf-8")

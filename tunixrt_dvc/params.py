@@ -1,7 +1,7 @@
 """params.yaml: one section per stage plus shared settings, validated before any compute.
 
 params.yaml is the only place defaults live: every key is required here, so a default can never
-differ between the file and the code. The preset and recipe names come from their registries.
+differ between the file and the code. The preset and recipe names come from `tunixrt_dvc.registry`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tunixrt_dvc.errors import InvalidInput, Problem
-from tunixrt_dvc.model.presets import DTYPES, LORA_TARGETS, PRESETS, QUANTIZATIONS, TINY
-from tunixrt_dvc.text.recipes import RECIPES
+from tunixrt_dvc.registry import (
+    DTYPES,
+    LORA_TARGETS,
+    PRESETS,
+    QUANTIZATIONS,
+    RECIPE_NAMES,
+    TINY,
+)
 
 PARAMS_FILE = "params.yaml"
 
@@ -47,7 +53,7 @@ class ExportParams(_Section):
 
 
 class FormatParams(_Section):
-    recipe: Literal[tuple(RECIPES)]
+    recipe: Literal[RECIPE_NAMES]
     instruction: str
     val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)]
     max_len: Annotated[int, Field(ge=8, le=131_072)]

@@ -6,6 +6,7 @@ import hashlib
 import os
 import platform
 import subprocess
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -79,11 +80,18 @@ def device_kind() -> str:
 
 
 def fingerprint(
-    params: Params, *, data_files: list[Path], tokenizer: Path, code: list[str]
+    params: Params,
+    *,
+    sections: Sequence[str],
+    data_files: list[Path],
+    tokenizer: Path,
+    code: list[str],
 ) -> dict:
     """Deterministic description of a training run: same inputs, params and code, same bytes.
 
-    `code` are the entry modules of the run (`codegraph.stage_entries`).
+    `sections` are the params the run reads (its stage's `params` in dvc.yaml): an edit to any
+    other section neither changes the fingerprint nor spoils a resume. `code` are the entry
+    modules of the run (`codegraph.stage_entries`).
     """
     data = hashlib.sha256("".join(sha256_file(p) for p in data_files).encode()).hexdigest()
     return {
@@ -93,7 +101,7 @@ def fingerprint(
         "code_sha256": code_sha256(code),
         "device": device_kind(),
         "packages": packages(),
-        "params": params.model_dump(mode="json"),
+        "params": params.model_dump(mode="json", include=set(sections)),
     }
 
 

@@ -21,9 +21,10 @@ from support.params import model_params
 
 from tunixrt_dvc.model import checkpoint as C
 from tunixrt_dvc.model.build import build_model
-from tunixrt_dvc.model.checkpoint import detect_layout, load_checkpoint
+from tunixrt_dvc.model.checkpoint import load_checkpoint
 from tunixrt_dvc.model.config import ModelConfig, model_config
 from tunixrt_dvc.model.init import random_model
+from tunixrt_dvc.model.layout import CheckpointNotFound, UnknownLayout, detect_layout
 from tunixrt_dvc.params import ModelParams
 
 VOCAB, MAX_LEN = 256, 32
@@ -162,20 +163,18 @@ def test_tiny_with_a_checkpoint_loads_it(saved):
 
 
 def test_missing_path(tmp_path, saved):
-    with pytest.raises(
-        C.CheckpointNotFound, match=f"{tmp_path / 'nope'}: model.checkpoint: no such"
-    ):
+    with pytest.raises(CheckpointNotFound, match=f"{tmp_path / 'nope'}: model.checkpoint: no such"):
         load_checkpoint(tmp_path / "nope", saved[1], dtype="float32")
 
 
 def test_unrecognized_layout(tmp_path, saved):
     (tmp_path / "weights.bin").write_bytes(b"\0" * 16)
-    with pytest.raises(C.UnknownLayout, match="neither \\*.safetensors"):
+    with pytest.raises(UnknownLayout, match="neither \\*.safetensors"):
         load_checkpoint(tmp_path, saved[1], dtype="float32")
-    with pytest.raises(C.UnknownLayout, match="expected a directory"):
+    with pytest.raises(UnknownLayout, match="expected a directory"):
         load_checkpoint(tmp_path / "weights.bin", saved[1], dtype="float32")
     (tmp_path / "model.safetensors").write_bytes(b"\x10\0\0\0\0\0\0\0{not json")
-    with pytest.raises(C.UnknownLayout, match="model.safetensors: <header>: not safetensors"):
+    with pytest.raises(UnknownLayout, match="model.safetensors: <header>: not safetensors"):
         load_checkpoint(tmp_path, saved[1], dtype="float32")
 
 

@@ -18,9 +18,9 @@ from tunixrt_dvc.errors import InvalidInput
 from tunixrt_dvc.model.build import build_model, check_vocab
 from tunixrt_dvc.model.checkpoint import VocabMismatch
 from tunixrt_dvc.model.config import ModelConfig, model_config
-from tunixrt_dvc.model.presets import PRESETS
 from tunixrt_dvc.model.size import _matmul_params, count_params, model_flops_per_token
 from tunixrt_dvc.params import ModelParams, load_params
+from tunixrt_dvc.registry import PRESETS
 
 SMALL = dict(num_layers=2, embed_dim=64, hidden_dim=128, num_heads=4, head_dim=16, num_kv_heads=1)
 

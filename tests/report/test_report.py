@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from support.params import REPO, write_params
 
 from stages.report import main as report_main
-from tunixrt_dvc.task.scoring import ScoredItem, accuracy_plot_rows, eval_metrics
+from tunixrt_dvc.task.metrics import accuracy_plot_rows, eval_metrics
+from tunixrt_dvc.task.scoring import ScoredItem
 from tunixrt_dvc.traces.schemas import StoredTrace, dumps
 
 MANIFEST = {
@@ -106,6 +107,7 @@ def _inputs(tmp_path: Path, *, n_examples: int = 2) -> dict[str, Path]:
         "after": tmp_path / "eval" / "after.jsonl",
         "metrics": tmp_path / "metrics" / "eval.json",
         "manifest": tmp_path / "train" / "run_manifest.json",
+        "format-stats": tmp_path / "data" / "formatted" / "stats.json",
         "params": tmp_path / "params.yaml",
     }
     for p in paths.values():
@@ -116,6 +118,8 @@ def _inputs(tmp_path: Path, *, n_examples: int = 2) -> dict[str, Path]:
     metrics["after"]["wall_s"] = 1.5  # keys only the eval stage knows are allowed
     paths["metrics"].write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     paths["manifest"].write_text(json.dumps(MANIFEST), encoding="utf-8")
+    stats = {"recipe": "reasoning_tags", "instruction": "Show your work."}
+    paths["format-stats"].write_text(json.dumps(stats), encoding="utf-8")
     write_params(paths["params"], {"report": {"n_examples": n_examples, "seed_sweep": None}})
     paths["train-plots"] = _train_plots(tmp_path / "train" / "plots" / "metrics")
     paths["templates"] = REPO / ".dvc" / "plots"

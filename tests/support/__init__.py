@@ -1,1 +1,1 @@
-"""Helpers only tests use: trace records, small params, checkpoint writers."""
+"""Helpers only tests use: trace records, small params, checkpoint writers, scored items."""

@@ -5,8 +5,8 @@ import json
 from pathlib import Path
 
 from tunixrt_dvc.task import corpus
+from tunixrt_dvc.task.arithmetic import check_equation, equation_result
 from tunixrt_dvc.task.evalsets import load_evalset, normalize_prompt
-from tunixrt_dvc.task.scoring import check_equation, equation_result
 
 EVALSET = Path(__file__).resolve().parents[2] / "evalsets" / "eval_v1.jsonl"
 

@@ -81,7 +81,7 @@ def test_the_export_drops_traces_that_work_an_eval_computation(tmp_path, reserve
     src = tmp_path / "t.jsonl"
     src.write_text("".join(dumps(t) + "\n" for t in traces))
     out = tmp_path / "examples.jsonl"
-    report = export(str(src), out, evalsets_dir=EVALSETS)
+    report = export(str(src), out, reserved=load_reservations(EVALSETS))
     assert (report.written, report.dropped_contaminated) == (1, 2)
     assert [json.loads(line)["prompt"] for line in out.read_text().splitlines()] == [
         "A clean question?"

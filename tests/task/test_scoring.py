@@ -1,4 +1,4 @@
-"""Scoring: number normalization, the equation checker, item scores, summaries and metrics."""
+"""Scoring: item scores against their eval items, and the per-item files."""
 
 from __future__ import annotations
 
@@ -6,18 +6,10 @@ import json
 from dataclasses import dataclass, field
 
 import pytest
+from support.scored import scored_item
 
 from tunixrt_dvc.errors import InvalidInput
-from tunixrt_dvc.task.scoring import (
-    ScoredItem,
-    accuracy_plot_rows,
-    check_equation,
-    eval_metrics,
-    normalize_number,
-    read_scored,
-    score_item,
-    summarize,
-)
+from tunixrt_dvc.task.scoring import read_scored, score_item
 from tunixrt_dvc.traces.schemas import dumps
 
 
@@ -37,92 +29,6 @@ class Parsed:
     steps: list[str] = field(default_factory=list)
     answer: str | None = None
     well_formed: bool = True
-
-
-@pytest.mark.parametrize(
-    ("text", "want"),
-    [
-        ("1,000", "1000"),
-        ("1000", "1000"),
-        ("42.0", "42"),
-        ("42.50", "42.5"),
-        ("-7", "-7"),
-        ("\u22127", "-7"),
-        ("+5", "5"),
-        (" 12 ", "12"),
-        ("007", "7"),
-        ("-0", "0"),
-        ("12,345,678", "12345678"),
-    ],
-)
-def test_normalize_number_accepts(text: str, want: str) -> None:
-    assert normalize_number(text) == want
-
-
-@pytest.mark.parametrize(
-    "text", ["", " ", "abc", "1,00", "10,0000", "1e5", "4 2", "42 apples", "$5", "1.", ".5", "--1"]
-)
-def test_normalize_number_rejects_garbage(text: str) -> None:
-    assert normalize_number(text) is None
-
-
-@pytest.mark.parametrize(
-    "step",
-    [
-        "7 + 5 = 12",
-        "4 + 8 + 1 = 13",
-        "3 - 1 + 10 - 8 = 4",
-        "7 × 6 = 42",
-        "4 × 6 + 4 = 28",
-        "347 + 285 = 632",
-        "7 * 6 = 42",
-        "7 x 6 = 42",
-        "84 / 7 = 12",
-        "2 + 3 × 4 = 14",  # precedence: not 20
-        "10 - 4 - 3 = 3",  # left associative: not 9
-        "(2 + 3) × 4 = 20",
-        "-3 + 5 = 2",
-        "1,000 + 1 = 1,001",
-        "6 / 4 = 1.5",
-        "Ones: 7 + 5 = 12",
-        "7 + 5 = 12.",
-        "4 × 6 + 4 = 24 + 4 = 28",
-    ],
-)
-def test_check_equation_true(step: str) -> None:
-    assert check_equation(step) is True
-
-
-@pytest.mark.parametrize(
-    "step",
-    ["7 + 5 = 13", "2 + 3 × 4 = 20", "10 - 4 - 3 = 9", "347 + 285 = 622", "5 / 0 = 0", "1 = 1 = 2"],
-)
-def test_check_equation_false(step: str) -> None:
-    assert check_equation(step) is False
-
-
-@pytest.mark.parametrize(
-    "step",
-    [
-        "",
-        "Add the ones column",
-        "12",
-        "= 12",
-        "7 + = 12",
-        "7 + 5 =",
-        "a + 5 = 12",
-        "7 + 5 = twelve",
-        "7 5 = 75",
-        "(7 + 5 = 12",
-        "__import__('os').system('true') = 0",
-        "2 ** 3 = 8",
-        "7 + 5 = 1 2",
-        "(" * 40 + "1" + ")" * 40 + " = 1",
-        "1 + " * 600 + "1 = 601",  # longer than any real step
-    ],
-)
-def test_check_equation_none_for_non_equations(step: str) -> None:
-    assert check_equation(step) is None
 
 
 def test_score_item_full_marks() -> None:
@@ -191,74 +97,8 @@ def test_no_answer_is_wrong_not_an_error() -> None:
     assert not s.correct and s.answer is None and s.steps_total == 0
 
 
-def _scored(
-    i: int, *, correct: bool, category: str = "add", difficulty: str = "easy", tokens: int = 10
-) -> ScoredItem:
-    return ScoredItem(
-        id=f"e{i}",
-        prompt=f"p{i}",
-        category=category,
-        difficulty=difficulty,
-        expected_answer="1",
-        generation="g",
-        steps=["1 = 1"],
-        answer="1" if correct else "2",
-        correct=correct,
-        well_formed=correct,
-        steps_total=2,
-        steps_correct=2 if correct else 1,
-        answer_follows=correct,
-        gen_tokens=tokens,
-    )
-
-
-def test_summarize() -> None:
-    items = [
-        _scored(0, correct=True, category="add", difficulty="easy", tokens=10),
-        _scored(1, correct=False, category="add", difficulty="hard", tokens=20),
-        _scored(2, correct=True, category="mul", difficulty="hard", tokens=30),
-    ]
-    s = summarize(items)
-    assert s["n"] == 3
-    assert s["accuracy"] == pytest.approx(2 / 3)
-    assert s["format_compliance"] == pytest.approx(2 / 3)
-    assert s["step_accuracy"] == pytest.approx(5 / 6)  # pooled over all equation steps
-    assert s["answer_follows_rate"] == pytest.approx(2 / 3)
-    assert s["mean_gen_tokens"] == pytest.approx(20.0)
-    assert s["mean_equation_steps"] == pytest.approx(2.0)
-    assert s["accuracy_by_category"] == {"add": 0.5, "mul": 1.0}
-    assert s["accuracy_by_difficulty"] == {"easy": 1.0, "hard": 0.5}
-    with pytest.raises(ValueError):
-        summarize([])
-
-
-def test_eval_metrics_shape_rounding_and_delta() -> None:
-    before = [_scored(i, correct=False) for i in range(3)]
-    after = [_scored(0, correct=True), _scored(1, correct=True), _scored(2, correct=False)]
-    m = eval_metrics(before, after)
-    assert set(m) == {"before", "after", "delta"}
-    assert m["after"]["accuracy"] == 0.6667  # rounded to 4 decimals
-    assert m["delta"]["accuracy"] == 0.6667
-    assert m["delta"]["accuracy_by_category"] == {"add": 0.6667}
-    assert "n" not in m["delta"] and m["before"]["n"] == 3
-    # Summaries are accepted too, and the JSON is stable.
-    assert eval_metrics(summarize(before), summarize(after)) == m
-    assert json.dumps(m, sort_keys=True) == json.dumps(eval_metrics(before, after), sort_keys=True)
-
-
-def test_accuracy_plot_rows() -> None:
-    before = [_scored(0, correct=False, category="mul"), _scored(1, correct=False, category="add")]
-    after = [_scored(0, correct=True, category="mul"), _scored(1, correct=False, category="add")]
-    assert accuracy_plot_rows(before, after) == [
-        {"category": "add", "model": "before", "accuracy": 0.0},
-        {"category": "add", "model": "after", "accuracy": 0.0},
-        {"category": "mul", "model": "before", "accuracy": 0.0},
-        {"category": "mul", "model": "after", "accuracy": 1.0},
-    ]
-
-
 def test_read_scored_round_trip_and_errors(tmp_path) -> None:
-    items = [_scored(0, correct=True), _scored(1, correct=False)]
+    items = [scored_item(0, correct=True), scored_item(1, correct=False)]
     good = tmp_path / "after.jsonl"
     good.write_text("".join(dumps(s) + "\n" for s in items), encoding="utf-8")
     assert read_scored(good) == items

@@ -24,6 +24,7 @@ from support.traces import (
 
 from tunixrt_dvc.cli import main as cli
 from tunixrt_dvc.errors import InvalidInput
+from tunixrt_dvc.task.reservations import load_reservations
 from tunixrt_dvc.traces.export import export
 from tunixrt_dvc.traces.postgres import redact
 from tunixrt_dvc.traces.schemas import (
@@ -145,7 +146,7 @@ def test_tunixrt_sqlite_file_exports_like_jsonl_and_postgres(tmp_path, pg_url, e
     outs = {}
     for name, url in sources.items():
         out = tmp_path / f"{name}.jsonl"
-        assert export(url, out, evalsets_dir=evalsets).written == len(items)
+        assert export(url, out, reserved=load_reservations(evalsets)).written == len(items)
         kind = name.split("-")[0]
         outs[name] = out.read_text().replace(f'"source":"{kind}"', '"source":"-"')
     assert len(set(outs.values())) == 1, "the same traces give the same examples"
@@ -280,14 +281,14 @@ def test_an_over_limit_trace_fails_the_export_naming_its_id_and_size(
         url = tunixrt_postgres(request.getfixturevalue("pg_url"), items)
     out = tmp_path / "examples.jsonl"
     with pytest.raises(InvalidInput) as e:
-        export(url, out, evalsets_dir=evalsets)
+        export(url, out, reserved=load_reservations(evalsets))
     want = (
         f"serialized trace is {n} bytes, over the limit of {MAX_TRACE_BYTES} (trace id {big.id!r})"
     )
     assert want in e.value.message and not out.exists()
-    assert export(url, out, evalsets_dir=evalsets, max_trace_bytes=n).written == 6
+    assert export(url, out, reserved=load_reservations(evalsets), max_trace_bytes=n).written == 6
     with pytest.raises(InvalidInput, match=f"over the limit of {n - 1} "):
-        export(url, out, evalsets_dir=evalsets, max_trace_bytes=n - 1)
+        export(url, out, reserved=load_reservations(evalsets), max_trace_bytes=n - 1)
 
     # the export stage: export.max_trace_bytes in params.yaml, --max-trace-bytes over it
     monkeypatch.chdir(tmp_path)

@@ -19,6 +19,7 @@ import pytest
 from support.params import write_params
 
 from tunixrt_dvc.errors import InvalidInput
+from tunixrt_dvc.task.reservations import load_reservations
 from tunixrt_dvc.traces import ungar
 from tunixrt_dvc.traces.export import export
 from tunixrt_dvc.traces.schemas import StoredTrace
@@ -145,7 +146,9 @@ def test_export_from_ungar(fake_ungar, tmp_path):
         '{"id":"1","prompt":"unrelated","expected_answer":"1","category":"c","difficulty":"d"}\n'
     )
     report = export(
-        "ungar:high_card_duel?episodes=5", tmp_path / "o.jsonl", evalsets_dir=tmp_path / "ev"
+        "ungar:high_card_duel?episodes=5",
+        tmp_path / "o.jsonl",
+        reserved=load_reservations(tmp_path / "ev"),
     )
     assert report.written == 5
     assert '"source":"ungar"' in (tmp_path / "o.jsonl").read_text()
@@ -169,6 +172,7 @@ def test_bad_urls(url, message, fake_ungar):
 @pytest.mark.skipif(importlib.util.find_spec("ungar") is not None, reason="ungar is installed")
 def test_missing_package_exits_2_saying_what_to_install(tmp_path):
     write_params(tmp_path / "params.yaml")
+    (tmp_path / "evalsets").mkdir()
     r = subprocess.run(
         [
             sys.executable,

@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from tunixrt_dvc.bench.context import BenchContext
-from tunixrt_dvc.cli import Command
+from tunixrt_dvc.command import Command
 
 ROWS: dict[str, str] = {
     "export": "tunixrt_dvc.bench.export:export_row",

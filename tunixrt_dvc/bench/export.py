@@ -18,12 +18,13 @@ from tunixrt_dvc.bench.context import BenchContext
 
 _CHILD = """
 import json, resource, sys, time
+from tunixrt_dvc.task.reservations import load_reservations
 from tunixrt_dvc.traces.export import export
 def cpu():
     u = resource.getrusage(resource.RUSAGE_SELF)
     return u.ru_utime + u.ru_stime
 t0, c0 = time.perf_counter(), cpu()
-r = export(sys.argv[1], sys.argv[2], evalsets_dir=sys.argv[3])
+r = export(sys.argv[1], sys.argv[2], reserved=load_reservations(sys.argv[3]))
 seconds, cpu_s = time.perf_counter() - t0, cpu() - c0
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 print(json.dumps({"seconds": seconds, "cpu_s": cpu_s, "written": r.written, "peak_rss_mb": rss}))

@@ -14,7 +14,7 @@ from typing import Any
 from tunixrt_dvc.bench.context import BenchContext
 from tunixrt_dvc.params import load_params
 from tunixrt_dvc.task import corpus
-from tunixrt_dvc.text.dataset import render_example
+from tunixrt_dvc.text.chat_format import render_example
 from tunixrt_dvc.text.tokenizer import train_tokenizer
 from tunixrt_dvc.traces.schemas import TrainingExample, dumps, trace_to_example
 

@@ -15,8 +15,8 @@ from tqdm import tqdm
 from tunixrt_dvc.bench.context import BenchContext
 from tunixrt_dvc.model.config import ModelConfig
 from tunixrt_dvc.model.init import random_model
-from tunixrt_dvc.model.presets import PRESETS
 from tunixrt_dvc.model.size import count_params, model_flops_per_token
+from tunixrt_dvc.registry import PRESETS
 
 # Dense bf16 peak of one GPU (NVIDIA data sheets), by a substring of jax's `device_kind`; the more
 # specific names first.

@@ -13,7 +13,7 @@ from tunixrt_dvc.model.weights import load_model
 from tunixrt_dvc.params import LoraParams, load_params
 from tunixrt_dvc.rl.grpo import grpo
 from tunixrt_dvc.rl.prompts import load_prompts
-from tunixrt_dvc.text.dataset import read_chat_format
+from tunixrt_dvc.text.chat_format import read_chat_format
 from tunixrt_dvc.text.tokenizer import Tokenizer
 
 STEPS = 12  # the first compiles and is left out of the means

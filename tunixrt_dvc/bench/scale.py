@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from tunixrt_dvc.bench.context import BenchContext
-from tunixrt_dvc.model.presets import LORA_TARGETS
 from tunixrt_dvc.params import load_params
+from tunixrt_dvc.registry import LORA_TARGETS
 
 STEPS = 40
 DATA = Path("data/formatted")

@@ -12,12 +12,7 @@ from flax import nnx
 from tunix.models.gemma3 import model as gemma3
 
 from tunixrt_dvc.errors import Problem
-from tunixrt_dvc.model.checkpoint import (
-    ShapeMismatch,
-    VocabMismatch,
-    checkpoint_num_embed,
-    load_checkpoint,
-)
+from tunixrt_dvc.model.checkpoint import ShapeMismatch, VocabMismatch, load_checkpoint
 from tunixrt_dvc.model.config import (
     Architecture,
     CheckpointBase,
@@ -26,6 +21,7 @@ from tunixrt_dvc.model.config import (
     model_config,
 )
 from tunixrt_dvc.model.init import random_model
+from tunixrt_dvc.model.layout import checkpoint_num_embed
 from tunixrt_dvc.model.weights import CONFIG_FILE, is_model_dir, load_model
 from tunixrt_dvc.params import ModelParams
 

@@ -16,8 +16,8 @@ from tunix.models.gemma3 import model as gemma3
 
 from tunixrt_dvc.errors import InvalidInput, problems_from_validation
 from tunixrt_dvc.io import read_json_object
-from tunixrt_dvc.model.presets import DTYPES, LORA_TARGETS, PRESETS, QUANTIZATIONS, TINY
 from tunixrt_dvc.params import ModelParams
+from tunixrt_dvc.registry import DTYPES, LORA_TARGETS, PRESETS, QUANTIZATIONS, TINY
 
 ModelConfig = gemma3.ModelConfig
 # Gemma3 repeats 5 local (sliding-window) layers and 1 global one.

@@ -3,7 +3,8 @@
 `apply_lora` returns a new model whose target modules carry `nnx.LoRAParam`s (A, B) beside their
 frozen weights (quantized to nf4 or int8 for QLoRA); Tunix's trainer then updates the LoRA params
 only. `merge` folds a trained adapter into a plain Gemma3 model of the base weights:
-W + (alpha / rank) * A·B, with the layout of the einsum qwix computes the adapter with.
+W + (alpha / rank) * A·B, with the layout of the einsum qwix computes the adapter with. `adapt`
+and `Adapted.finish` wrap a training loop (SFT or RL) with all of that.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -21,6 +23,7 @@ import qwix
 from flax import nnx
 
 from tunixrt_dvc.distributed import to_local
+from tunixrt_dvc.model.config import AdapterCard
 from tunixrt_dvc.params import LoraParams
 
 # Gemma3 names its einsum weight `w` and its linears' `kernel`; qwix adds `<name>_lora_a/_b`.
@@ -133,3 +136,39 @@ def weights_sha256(model: nnx.Module) -> str:
         h.update(jax.tree_util.keystr(key).encode() + f"{arr.dtype}{arr.shape}".encode())
         h.update(arr.tobytes())
     return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A trained model as a stage saves it: the weights (with LoRA, merged), the adapter alone
+    and its card (None without LoRA)."""
+
+    model: nnx.Module
+    adapter: dict | None
+    card: AdapterCard | None
+
+
+@dataclass(frozen=True)
+class Adapted:
+    """The model a loop trains: the model itself, or, with `lora`, adapters on its frozen base."""
+
+    model: nnx.Module
+    lora: LoraParams | None
+    base_sha256: str | None  # with LoRA: the base the adapters are trained on
+
+    def finish(self, trained: nnx.Module, base: Callable[[], nnx.Module]) -> Finished:
+        """`trained` (this model after the loop) as a stage saves it; with LoRA, its adapters
+        are merged into a fresh copy of the base from `base()`."""
+        if self.lora is None:
+            return Finished(model=trained, adapter=None, card=None)
+        card = AdapterCard(**self.lora.model_dump(), base_sha256=self.base_sha256)
+        adapter = adapter_state(trained)
+        return Finished(model=merge(base(), trained, self.lora), adapter=adapter, card=card)
+
+
+def adapt(model: nnx.Module, lora: LoraParams | None, *, seed: int) -> Adapted:
+    """`model` ready to train: unchanged without LoRA, else with adapters on its frozen weights."""
+    if lora is None:
+        return Adapted(model=model, lora=None, base_sha256=None)
+    base_sha256 = weights_sha256(model)
+    return Adapted(model=apply_lora(model, lora, seed=seed), lora=lora, base_sha256=base_sha256)

@@ -15,7 +15,8 @@ from tunixrt_dvc.report.charts import Chart
 from tunixrt_dvc.report.markdown import EMPTY_GENERATION, HEADLINE, NO_ANSWER, rl_rows
 from tunixrt_dvc.report.ranking import changes
 from tunixrt_dvc.report.run import RUN_FIELDS, UNKNOWN, run_info
-from tunixrt_dvc.task.scoring import ScoredItem, check_equation
+from tunixrt_dvc.task.arithmetic import check_equation
+from tunixrt_dvc.task.scoring import ScoredItem
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #1a202c;

@@ -40,7 +40,7 @@ def run_info(manifest: Mapping[str, Any]) -> dict[str, Any]:
             value = manifest.get("model_sha256")
         info[key] = UNKNOWN if value is None else value
     for key, path in (("preset", ("model", "preset")), ("recipe", ("format", "recipe"))):
-        value = _get(manifest.get("params"), *path)
+        value = manifest.get(key) or _get(manifest.get("params"), *path)
         info[key] = UNKNOWN if value is None else value
     return info
 

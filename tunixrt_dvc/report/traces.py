@@ -10,7 +10,8 @@ from typing import Any
 
 from tunixrt_dvc.report.markdown import EMPTY_GENERATION, NO_ANSWER
 from tunixrt_dvc.report.run import RUN_FIELDS, run_info
-from tunixrt_dvc.task.scoring import ScoredItem, check_equation
+from tunixrt_dvc.task.arithmetic import check_equation
+from tunixrt_dvc.task.scoring import ScoredItem
 from tunixrt_dvc.traces.schemas import ReasoningTrace, StoredTrace, TraceStep, dumps
 
 TRACE_VERSION = "1.0"  # tunix-rt's trace_version for its ReasoningTrace payloads

@@ -12,7 +12,9 @@ from tunixrt_dvc.report.html import render_html
 from tunixrt_dvc.report.markdown import render_report
 from tunixrt_dvc.report.run import check_metrics, pair_items
 from tunixrt_dvc.report.traces import eval_traces
-from tunixrt_dvc.task.scoring import accuracy_plot_rows, eval_metrics, read_scored
+from tunixrt_dvc.task.metrics import accuracy_plot_rows, eval_metrics
+from tunixrt_dvc.task.scoring import read_scored
+from tunixrt_dvc.text.chat_format import read_chat_format
 from tunixrt_dvc.traces.schemas import dumps
 
 
@@ -99,6 +101,7 @@ def write_report(
     metrics_path: str | Path,
     rl_path: str | Path | None = None,
     manifest_path: str | Path,
+    format_stats_path: str | Path | None = None,
     out_dir: str | Path,
     n_examples: int,
     train_plots: str | Path | None = None,
@@ -125,6 +128,8 @@ def write_report(
     if problems:
         raise InvalidInput(problems)
     manifest = read_json_object(manifest_path, what="run manifest")
+    if format_stats_path is not None:  # the recipe, as the format stage used it
+        manifest["recipe"] = read_chat_format(format_stats_path).recipe
     inputs = {
         label: f"`{_display(p)}` (sha256 `{sha256_file(p)}`)"
         for label, p in (("before", before_path), ("after", after_path), ("metrics", metrics_path))

@@ -7,9 +7,7 @@ step a checkpoint left off, the run, and what it measured.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import json
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -28,10 +26,12 @@ from tunix.rl.grpo import grpo_learner
 from tunix.rl.rollout import base_rollout
 
 from tunixrt_dvc.distributed import AXES
+from tunixrt_dvc.loop.hooks import Hooks
+from tunixrt_dvc.loop.resume import guard_resume
+from tunixrt_dvc.loop.steplog import StepLog
 from tunixrt_dvc.params import GrpoParams
 from tunixrt_dvc.rl.prompts import RLPrompt, prompt_batches
 from tunixrt_dvc.rl.rollout import StopTokenRollout
-from tunixrt_dvc.sft.resume import guard_resume
 from tunixrt_dvc.task.reward import COMPONENTS, reward_components, weighted_reward
 from tunixrt_dvc.task.scoring import score_item
 from tunixrt_dvc.text.chat import END_OF_TURN
@@ -94,44 +94,21 @@ class _Scorer:
 
 
 class _StepRows:
-    """One row per step in `path` (kept on resume up to the restored step), sent to DVCLive.
+    """One `grpo` row per step in the step log, put together from two events that Tunix raises in
+    either order: its metrics buffer (rewards, lengths, ours) and the end of the policy update
+    (the KL, the clock)."""
 
-    A step's row is put together from two events that Tunix raises in either order: its metrics
-    buffer (rewards, lengths, ours) and the end of the policy update (the KL, the clock).
-    """
-
-    def __init__(self, path: Path | None, *, resumed_from: int, live: Live | None):
-        self.path, self.live = path, live
-        kept = []
-        if path is not None and path.exists() and resumed_from:
-            kept = [r for r in map(json.loads, path.read_text().splitlines())]
-            kept = [r for r in kept if r["step"] <= resumed_from]
-        self.rows: list[dict[str, Any]] = []
-        if path is not None:
-            path.write_text("")
-        for r in kept:
-            self._emit(r)
+    def __init__(self, log: StepLog, *, resumed_from: int):
+        self.log = log
         self.next = self.first = resumed_from + 1
         self.parts: dict[int, dict[str, Any]] = {}
-        self.seconds: dict[str, list[float]] = {"step_s": [], "rollout_s": [], "reference_s": []}
+        self.step_seconds: list[float] = []
         self._clock = time.perf_counter()
-
-    def _emit(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
-        if self.path is not None:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(row) + "\n")
-        if self.live is not None:
-            self.live.step = row["step"]
-            for name, key in METRICS.items():
-                if key in row:
-                    self.live.log_metric(name, row[key])
-            self.live.make_summary()
 
     def _add(self, step: int, part: dict[str, Any]) -> None:
         self.parts.setdefault(step, {}).update(part)
         while {"reward", "kl"} <= self.parts.get(self.next, {}).keys():
-            self._emit({"step": self.next, **self.parts.pop(self.next)})
+            self.log.log("grpo", {"step": self.next, **self.parts.pop(self.next)})
             self.next += 1
 
     def from_buffer(self, buffer: rl_cluster_lib.MetricsBuffer) -> None:
@@ -150,12 +127,32 @@ class _StepRows:
         """After a policy update: `kls` is the KL of every update this process made, in order
         (Tunix reports an update late, so step numbers come from the count, not the event)."""
         now = time.perf_counter()
-        self.seconds["step_s"].append(now - self._clock)
+        self.step_seconds.append(now - self._clock)
         self._clock = now
         for i, kl in enumerate(kls):
             step = self.first + i
             if step >= self.next and "kl" not in self.parts.get(step, {}):
                 self._add(step, {"kl": float(kl)})
+
+
+class _Cluster(rl_cluster_lib.RLCluster):
+    """Tunix's RL cluster, timing the reference model's log-probs (results made ready)."""
+
+    reference_seconds: list[float]
+
+    def get_ref_per_token_logps(self, *args, **kwargs) -> jax.Array:
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(super().get_ref_per_token_logps(*args, **kwargs))
+        self.reference_seconds.append(time.perf_counter() - t0)
+        return out
+
+
+class _AfterStep(Hooks):
+    def __init__(self, fn):
+        self.fn = fn
+
+    def on_train_step_end(self, train_ctx, train_step, train_loss) -> None:
+        self.fn()
 
 
 def _scalars(buffer) -> Iterator[tuple[str, float]]:
@@ -186,9 +183,7 @@ def grpo(
     """Train a copy of `actor` with GRPO for `params.steps` steps (the result's `model`); resumes
     from `work_dir` when it holds this run's checkpoint. `reference` is the frozen SFT model the
     KL is measured to (with LoRA, the base the actor's adapters sit on)."""
-    main = jax.process_index() == 0
-    if main:
-        guard_resume(work_dir, fingerprint)
+    guard_resume(work_dir, fingerprint, name="grpo")
     mesh = mesh or single_device_mesh()
     max_prompt = _bucket(max(len(tokenizer.encode(p.prompt)) + 1 for p in prompts))
     rollout = base_rollout.RolloutConfig(
@@ -216,9 +211,12 @@ def grpo(
         metrics_logging_options=None,
         pbar_description="grpo",
     )
-    engine = functools.partial(StopTokenRollout, seed=seed, stop_id=tokenizer.end_of_turn_id)
+    rollout_seconds: list[float] = []
+    engine = functools.partial(
+        StopTokenRollout, seed=seed, stop_id=tokenizer.end_of_turn_id, seconds=rollout_seconds
+    )
     roles = rl_cluster_lib.Role
-    cluster = rl_cluster_lib.RLCluster(
+    cluster = _Cluster(
         actor=actor,
         reference=reference,
         tokenizer=tokenizer.sp,
@@ -238,34 +236,43 @@ def grpo(
         reward_fns=[scorer.reward],
         metric_fns=[scorer.metrics],
     )
+    cluster.reference_seconds = []
     resumed_from = int(cluster.actor_trainer.train_steps)
     cluster.rollout.step = resumed_from
-    log = _StepRows(
-        work_dir / "steps.jsonl" if main else None,
+    log = StepLog(
+        work_dir / "steps.jsonl" if jax.process_index() == 0 else None,
         resumed_from=resumed_from,
-        live=live if main else None,
+        live=live,
+        metrics={"grpo": METRICS},
     )
-    cluster.with_external_metrics_logger(log.from_buffer)
-    _time_calls(cluster.rollout, "generate", log.seconds["rollout_s"])
-    _time_calls(cluster, "get_ref_per_token_logps", log.seconds["reference_s"])
+    steps = _StepRows(log, resumed_from=resumed_from)
+    cluster.with_external_metrics_logger(steps.from_buffer)
 
     def after_step() -> None:
         hist = cluster.actor_trainer.metrics_logger
         if hist.metric_exists("actor", "kl", "train"):
-            log.step_end(hist.get_metric_history("actor", "kl", "train"))
+            steps.step_end(hist.get_metric_history("actor", "kl", "train"))
         else:  # beta 0: Tunix computes no KL
-            log.step_end([0.0] * (int(cluster.actor_trainer.train_steps) - resumed_from))
+            steps.step_end([0.0] * (int(cluster.actor_trainer.train_steps) - resumed_from))
 
-    _hook_step_end(cluster.actor_trainer, after_step)
+    cluster.actor_trainer.with_training_hooks(_AfterStep(after_step))
     batches = prompt_batches(prompts, per_step=params.prompts_per_step, seed=seed)
     t0 = time.perf_counter()
-    with mesh or contextlib.nullcontext():
-        if resumed_from < params.steps:
-            learner.train(batches)
-    after_step()  # Tunix reports the last update only at the end
+    try:
+        with mesh:
+            if resumed_from < params.steps:
+                learner.train(batches)
+        after_step()  # Tunix reports the last update only at the end
+    finally:
+        log.close()
     wall = time.perf_counter() - t0
+    seconds = {
+        "step_s": steps.step_seconds,
+        "rollout_s": rollout_seconds,
+        "reference_s": cluster.reference_seconds,
+    }
     # The first step compiles: leave it out; the update is the rest of a step.
-    timings = {k: float(np.mean(v[1:])) for k, v in log.seconds.items() if len(v) > 1}
+    timings = {k: float(np.mean(v[1:])) for k, v in seconds.items() if len(v) > 1}
     if {"step_s", "rollout_s"} <= timings.keys():
         timings["update_s"] = (
             timings["step_s"] - timings["rollout_s"] - timings.get("reference_s", 0.0)
@@ -274,38 +281,7 @@ def grpo(
         model=cluster.actor_trainer.model,
         steps=int(cluster.actor_trainer.train_steps),
         resumed_from=resumed_from,
-        rows=log.rows,
+        rows=log.rows("grpo"),
         wall_s=wall,
         timings=timings,
     )
-
-
-def _hook_step_end(trainer, fn) -> None:
-    """Call `fn` after each of the trainer's steps (Tunix's training hooks, other events no-op)."""
-    import tunix.sft.hooks as hooks
-
-    class _Hooks(hooks.TrainingHooks):
-        def on_train_start(self, train_ctx): ...
-        def on_train_end(self, train_ctx): ...
-        def on_train_step_start(self, train_ctx): ...
-        def on_train_step_end(self, train_ctx, train_step, train_loss):
-            fn()
-
-        def on_eval_step_start(self, train_ctx): ...
-        def on_eval_step_end(self, train_ctx, eval_loss): ...
-
-    trainer.with_training_hooks(_Hooks())
-
-
-def _time_calls(obj: Any, name: str, seconds: list[float]) -> None:
-    """Record the wall time of each call of `obj.name` (results made ready) in `seconds`."""
-    method = getattr(obj, name)
-
-    @functools.wraps(method)
-    def timed(*args, **kwargs):
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(method(*args, **kwargs))
-        seconds.append(time.perf_counter() - t0)
-        return out
-
-    setattr(obj, name, timed)

@@ -5,13 +5,17 @@
   is put back on every completion that stopped (text and tokens).
 - A fresh, seeded key per step. With `RolloutConfig.seed` fixed, every step reuses the same
   sampling noise; here the key is (seed, step), and a resumed run goes on from its step.
+
+It also records how long each rollout took (results made ready), for the step's breakdown.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
+import jax
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
@@ -22,7 +26,8 @@ from tunixrt_dvc.text.chat import END_OF_TURN
 
 class StopTokenRollout(vanilla_rollout.VanillaRollout):
     """Pass as `ClusterConfig.rollout_engine` via `functools.partial(StopTokenRollout, seed=...,
-    stop_id=..., start_step=...)`; Tunix calls it with the model, tokenizer, mesh and config."""
+    stop_id=..., seconds=[])`; Tunix calls it with the model, tokenizer, mesh and config. Each
+    call's wall time is appended to `seconds`."""
 
     def __init__(
         self,
@@ -33,7 +38,7 @@ class StopTokenRollout(vanilla_rollout.VanillaRollout):
         *,
         seed: int,
         stop_id: int,
-        start_step: int = 0,
+        seconds: list[float] | None = None,
     ):
         config = rollout_actor.config
         super().__init__(
@@ -46,7 +51,8 @@ class StopTokenRollout(vanilla_rollout.VanillaRollout):
                 head_dim=config.head_dim,
             ),
         )
-        self.seed, self.stop_id, self.step = seed, stop_id, start_step
+        self.seed, self.stop_id, self.step = seed, stop_id, 0
+        self.seconds = [] if seconds is None else seconds
 
     def generate(
         self, prompts: list[str], rollout_config: base_rollout.RolloutConfig, **kwargs
@@ -58,7 +64,9 @@ class StopTokenRollout(vanilla_rollout.VanillaRollout):
             eos_tokens=[self.stop_id],
         )
         self.step += 1
-        out = super().generate(prompts, config, **kwargs)
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(super().generate(prompts, config, **kwargs))
+        self.seconds.append(time.perf_counter() - t0)
         limit = config.max_tokens_to_generate
         stopped = [len(t) < limit for t in out.tokens]
         return dataclasses.replace(

@@ -20,13 +20,13 @@ from flax import nnx
 from jax.sharding import Mesh
 from tunix.sft import peft_trainer, sharding_utils
 
-from tunixrt_dvc.distributed import barrier, local_batch, local_rows, shard_model
+from tunixrt_dvc.distributed import local_batch, local_rows, shard_model
+from tunixrt_dvc.loop.resume import guard_resume
 from tunixrt_dvc.params import TrainParams
-from tunixrt_dvc.sft.hooks import StepLog
+from tunixrt_dvc.sft.hooks import TrainLog
 from tunixrt_dvc.sft.inputs import model_inputs
 from tunixrt_dvc.sft.loss import make_loss_fn
 from tunixrt_dvc.sft.optimizer import make_optimizer
-from tunixrt_dvc.sft.resume import guard_resume
 from tunixrt_dvc.text.packing import (
     Example,
     batch_stream,
@@ -73,10 +73,7 @@ def train(
     is split over the fsdp axis; with several processes, each feeds the rows its devices hold
     and only the first writes files (the log, the resume stamp).
     """
-    main = jax.process_index() == 0
-    if main:
-        guard_resume(work_dir, fingerprint)
-    barrier("train: resume guard")
+    guard_resume(work_dir, fingerprint, name="train")
     with mesh or contextlib.nullcontext():
         if mesh is not None:
             shard_model(model, mesh)
@@ -112,7 +109,7 @@ def _train(
     trainer = trainer.with_gen_model_input_fn(model_inputs)
     trainer = trainer.with_loss_fn(make_loss_fn(params.compute_dtype))
     resumed_from = trainer.train_steps
-    log = StepLog(
+    log = TrainLog(
         work_dir / "steps.jsonl" if main else None,
         resumed_from=resumed_from,
         eval_every=params.eval_every,

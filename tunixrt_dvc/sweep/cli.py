@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import click
 
-from tunixrt_dvc.cli import Group
+from tunixrt_dvc.command import Group
 from tunixrt_dvc.errors import InvalidInput, Problem
 from tunixrt_dvc.io import write_json
 from tunixrt_dvc.sweep.configs import HEADLINE, SEED, Config, group_by_config, parse_selector

@@ -29,11 +29,11 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from tunixrt_dvc.errors import InvalidInput, Problem, problems_from_validation
-from tunixrt_dvc.io import atomic_dir, read_json_object
+from tunixrt_dvc.io import atomic_dir
 from tunixrt_dvc.params import FormatParams
-from tunixrt_dvc.text.chat import BOS, EOS, PAD, PROMPT_SUFFIX, TURN_TOKENS, render_prompt
+from tunixrt_dvc.text.chat import BOS, EOS, PAD, PROMPT_SUFFIX, TURN_TOKENS
+from tunixrt_dvc.text.chat_format import render_example
 from tunixrt_dvc.text.injection import control_layout_ok, example_problems, find_control_tokens
-from tunixrt_dvc.text.recipes import render_completion
 from tunixrt_dvc.text.tokenizer import Tokenizer, TokenizerError, train_tokenizer
 from tunixrt_dvc.traces.schemas import TrainingExample
 
@@ -53,29 +53,6 @@ def split_of(example_id: str, *, val_fraction: float) -> str:
     """'train' or 'val', from a hash of the id alone: stable across seeds, runs and machines."""
     h = int.from_bytes(hashlib.sha256(example_id.encode()).digest()[:8], "big")
     return "val" if h < val_fraction * 2**64 else "train"
-
-
-def render_example(ex: TrainingExample, *, recipe: str, instruction: str) -> tuple[str, str]:
-    """(prompt text, completion text) of an example, as training and evaluation see them."""
-    prompt = render_prompt(ex.prompt, instruction=instruction)
-    return prompt, render_completion(ex.response, recipe=recipe)
-
-
-@dataclass(frozen=True)
-class ChatFormat:
-    """How the examples were rendered, read back from `stats.json` by later stages."""
-
-    recipe: str
-    instruction: str
-
-
-def read_chat_format(stats_file: str | os.PathLike[str]) -> ChatFormat:
-    """The recipe and instruction the format stage rendered with, from its `stats.json`."""
-    stats = read_json_object(stats_file, what="format stats")
-    try:
-        return ChatFormat(recipe=stats["recipe"], instruction=stats["instruction"])
-    except KeyError as e:
-        raise InvalidInput([Problem(str(stats_file), None, e.args[0], "missing")]) from None
 
 
 # --- per-record work (runs in worker processes on big inputs) ------------------------------

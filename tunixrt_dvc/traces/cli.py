@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from tunixrt_dvc.cli import Group
+from tunixrt_dvc.command import Group
 from tunixrt_dvc.errors import InvalidInput, Problem
 from tunixrt_dvc.io import atomic_write
 from tunixrt_dvc.traces.schemas import StoredTrace

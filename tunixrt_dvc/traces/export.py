@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from tqdm import tqdm
 
 from tunixrt_dvc.errors import InvalidInput, Problem
 from tunixrt_dvc.io import atomic_open
-from tunixrt_dvc.task.reservations import load_reservations
 from tunixrt_dvc.traces.schemas import MAX_TRACE_BYTES, StoredTrace, dumps, trace_to_example
 from tunixrt_dvc.traces.source import Rejected, parse_timestamp
 from tunixrt_dvc.traces.urls import open_source
 
 MAX_LISTED = 1000  # bad records whose problems the error lists; the rest are only counted
+
+
+class Reserved(Protocol):
+    """What must not be trained on (the eval sets' problems: `task.reservations`)."""
+
+    def conflict(self, prompt: str, steps: Iterable[str]) -> str | None:
+        """Why a trace with this prompt and these steps must be dropped, or None."""
 
 
 @dataclass(frozen=True)
@@ -74,13 +81,13 @@ def export(
     limit: int | None = None,
     since: str | datetime | None = None,
     on_invalid: Literal["fail", "skip"] = "fail",
-    evalsets_dir: str | Path,
+    reserved: Reserved,
     max_trace_bytes: int = MAX_TRACE_BYTES,
 ) -> ExportReport:
     """Write the source's traces as TrainingExample JSONL to `out`, in (created_at, id) order.
 
-    Traces that repeat a prompt of an eval set under `evalsets_dir`, or work out one of its
-    problems' computations (`task.reservations`), are dropped. Invalid records (a trace whose
+    Traces that `reserved` has a conflict with (they repeat an eval prompt or work out one of its
+    problems' computations: `task.reservations`) are dropped. Invalid records (a trace whose
     canonical serialization is over `max_trace_bytes`, for one) fail the export (InvalidInput
     listing each, no output written) or, with `on_invalid="skip"`, go to `rejects_path(out)` with
     their reasons. Byte-identical on rerun.
@@ -91,7 +98,6 @@ def export(
     src = open_source(
         source, since=parse_since(since), limit=limit, max_trace_bytes=max_trace_bytes
     )
-    reserved = load_reservations(evalsets_dir)
     skip = on_invalid == "skip"
     read = written = dropped = rejected = listed = 0
     problems: list[Problem] = []

@@ -1,8 +1,9 @@
-"""The model presets by name. Imports no JAX, so params.yaml is validated without it.
+"""The names params.yaml is validated against: plain data, below every package that uses them.
 
-`tiny` is built from the `model` section's dimensions and trains from random init; the others are
-Tunix's Gemma3 architectures (the named `ModelConfig` factory) and load their weights from
-`model.checkpoint`. The -it and -pt variants of a size share one architecture.
+Model presets: `tiny` is built from the `model` section's dimensions and trains from random init;
+the others are Tunix's Gemma3 architectures (the named `ModelConfig` factory) and load their
+weights from `model.checkpoint`. The -it and -pt variants of a size share one architecture.
+Imports nothing, so params.yaml is validated without JAX.
 """
 
 from __future__ import annotations
@@ -25,3 +26,6 @@ DTYPES = ("float32", "bfloat16")
 # projections (einsums) and the MLP's linears.
 LORA_TARGETS = ("q_einsum", "kv_einsum", "attn_vec_einsum", "gate_proj", "up_proj", "down_proj")
 QUANTIZATIONS = ("nf4", "int8")  # QLoRA: how the frozen base weights are stored
+
+# The formatting recipes (`format.recipe`): `tunixrt_dvc.text.recipes.RECIPES` implements each.
+RECIPE_NAMES = ("reasoning_tags", "tunix_rt", "answer_only")

@@ -79,30 +79,34 @@ def main(
     from tunixrt_dvc import distributed
     from tunixrt_dvc.eval.evaluate import eval_prompts, evaluate
     from tunixrt_dvc.io import atomic_write, write_json
-    from tunixrt_dvc.model.build import build_base
-    from tunixrt_dvc.model.config import read_card
-    from tunixrt_dvc.model.weights import CONFIG_FILE, load_model
+    from tunixrt_dvc.model.build import build_base, open_model
+    from tunixrt_dvc.model.weights import read_model_card
+    from tunixrt_dvc.pipeline import check_deps_hash
     from tunixrt_dvc.task.evalsets import load_evalset
     from tunixrt_dvc.task.metrics import accuracy_plot_rows, eval_metrics
     from tunixrt_dvc.text.chat_format import read_chat_format
     from tunixrt_dvc.text.tokenizer import Tokenizer
     from tunixrt_dvc.traces.schemas import dumps
 
+    check_deps_hash({"model.checkpoint": params.model.checkpoint})
+    checkpoint = params.model.checkpoint  # the base a card names by its hash, found here
     evalset_path = evalset or params.eval.evalset
     items = load_evalset(evalset_path)[: limit or params.eval.limit]
     tokenizer = Tokenizer.load(tokenizer_path)
     chat = read_chat_format(stats_path)
     prompts = eval_prompts(items, tokenizer, instruction=chat.instruction, file=evalset_path)
-    tuned, card = load_model(model_dir)
+    card = read_model_card(model_dir)
     config = card.architecture.config()
     mesh = distributed.make_mesh(params.mesh, where=params_file)
 
     out = Path(out_dir)
-    rl_card = Path(rl_model_dir) / CONFIG_FILE
-    rl_on = rl_card.exists() and read_card(rl_card).rl_steps > 0
-    phases = [("before", lambda: build_base(card)), ("after", lambda: tuned)]
+    rl_dir = Path(rl_model_dir)
+    rl_on = (rl_dir / "config.json").exists() and read_model_card(rl_dir).rl_steps > 0
+    phases = [("before", lambda: build_base(card, checkpoint=checkpoint))]
+    if card.stored != "base":  # 0 training steps: the model is its base, scored once
+        phases.append(("after", lambda: open_model(model_dir, checkpoint=checkpoint)[0]))
     if rl_on:
-        phases.append(("rl", lambda: load_model(rl_model_dir)[0]))
+        phases.append(("rl", lambda: open_model(rl_dir, checkpoint=checkpoint)[0]))
     scored = {}
     for phase, make in phases:
         model = make()
@@ -120,6 +124,7 @@ def main(
             desc=f"eval {phase}",
             mesh=mesh,
         )
+    scored.setdefault("after", scored["before"])
     rl = scored.get("rl")
     scored.setdefault("rl", scored["after"])  # RL off: the model after it is the trained one
     for phase, phase_items in scored.items():

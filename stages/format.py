@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from tunixrt_dvc.command import Command, params_option
 from tunixrt_dvc.errors import InvalidInput, Problem
 from tunixrt_dvc.params import FormatParams, load_params
+from tunixrt_dvc.pipeline import check_deps_hash
 from tunixrt_dvc.text.dataset import run_format
 from tunixrt_dvc.text.recipes import RECIPES
 
@@ -66,6 +67,7 @@ def main(
             for err in e.errors()
         ]
         raise InvalidInput(problems) from None
+    check_deps_hash({"format.tokenizer": fmt.tokenizer})
     stats = run_format(
         examples,
         out_dir,

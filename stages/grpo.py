@@ -10,7 +10,7 @@ from tunixrt_dvc.command import Command, params_option
 from tunixrt_dvc.params import load_params
 
 # The params sections this stage reads (its `params` in dvc.yaml): its fingerprint holds these.
-PARAMS = ("seed", "mesh", "grpo")
+PARAMS = ("seed", "mesh", "grpo", "model.checkpoint")
 
 
 @click.command(cls=Command)
@@ -47,8 +47,8 @@ def main(params_file: str, model_dir: str, data_dir: str, out_dir: str, steps: i
 
     \b
     Writes, under OUT:
-      model/            the RL model (config.json, weights/; adapter/ with grpo.lora); with
-                        grpo.steps 0, the SFT model unchanged
+      model/            the RL model (config.json, weights/); with grpo.steps 0 its card
+                        alone (the SFT model, unchanged: nothing is copied)
       metrics.json      final step's reward, its parts, KL and sampled accuracy (DVCLive)
       plots/metrics/    the same per step
       fingerprint.json  params and the hashes of the prompts, tokenizer, SFT model and code
@@ -63,14 +63,17 @@ def main(params_file: str, model_dir: str, data_dir: str, out_dir: str, steps: i
     from tunixrt_dvc import distributed, provenance
     from tunixrt_dvc.codegraph import stage_entries
     from tunixrt_dvc.io import sha256_tree
+    from tunixrt_dvc.model.build import open_model
     from tunixrt_dvc.model.lora import adapt
-    from tunixrt_dvc.model.output import pass_model_through, write_stage_model
-    from tunixrt_dvc.model.weights import load_model
+    from tunixrt_dvc.model.output import write_stage_model
+    from tunixrt_dvc.model.weights import read_model_card
+    from tunixrt_dvc.pipeline import check_deps_hash
     from tunixrt_dvc.rl.grpo import grpo
     from tunixrt_dvc.rl.prompts import load_prompts
     from tunixrt_dvc.text.chat_format import read_chat_format
     from tunixrt_dvc.text.tokenizer import Tokenizer
 
+    check_deps_hash({"model.checkpoint": params.model.checkpoint})
     procs = distributed.initialize()
     mesh = distributed.make_mesh(params.mesh, where=params_file)
     data, out, sft = Path(data_dir), Path(out_dir), Path(model_dir)
@@ -85,21 +88,34 @@ def main(params_file: str, model_dir: str, data_dir: str, out_dir: str, steps: i
     fingerprint["sft_model_sha256"] = sha256_tree(sft)
     live = Live(dir=str(out), save_dvc_exp=False, dvcyaml=None) if procs.is_main else None
     (out / "plots" / "metrics").mkdir(parents=True, exist_ok=True)  # a DVC output, even if empty
+    card = read_model_card(sft)
 
-    if g.steps == 0:
+    if g.steps == 0:  # RL off: the SFT model's card alone, nothing copied
         if live is not None:
             live.summary = {"step": 0}
             live.make_summary()
-        pass_model_through(out, sft, fingerprint=fingerprint, procs=procs)
+        write_stage_model(
+            out,
+            model=None,
+            card=card.model_copy(update={"stored": "base", "rl_steps": 0}),
+            adapter=None,
+            fingerprint=fingerprint,
+            timings={},
+            procs=procs,
+            name="grpo",
+        )
         if procs.is_main:
             click.echo("grpo.steps is 0: RL is off, the model is the SFT model")
         return
 
+    def sft_model():
+        return open_model(sft, checkpoint=params.model.checkpoint)[0]
+
     chat = read_chat_format(data / "stats.json")
     tokenizer = Tokenizer.load(data / "tokenizer.model")
-    reference, card = load_model(sft)  # frozen: the KL is measured to it
+    reference = sft_model()  # frozen: the KL is measured to it
     # With LoRA the actor's adapters sit on the reference's own (frozen) weights.
-    adapted = adapt(reference if g.lora else load_model(sft)[0], g.lora, seed=params.seed)
+    adapted = adapt(reference if g.adapter else sft_model(), g.adapter, seed=params.seed)
     result = grpo(
         adapted.model,
         reference=reference,
@@ -113,17 +129,28 @@ def main(params_file: str, model_dir: str, data_dir: str, out_dir: str, steps: i
         live=live,
         mesh=mesh,
     )
-    done = adapted.finish(result.model, lambda: load_model(sft)[0])
+    # The RL model's weights in full: its base is the SFT model, which is no file of its own.
+    done = adapted.finish(result.model, merge_into=sft_model)
     write_stage_model(
         out,
         model=done.model,
-        card=card.model_copy(update={"adapter": done.card, "rl_steps": result.steps}),
-        adapter=done.adapter,
+        card=card.model_copy(
+            update={"adapter": done.card, "rl_steps": result.steps, "stored": "weights"}
+        ),
+        adapter=None,
         fingerprint=fingerprint,
         timings={
             "wall_s": round(result.wall_s, 2),
             "resumed_from_step": result.resumed_from,
             **{k: round(v, 4) for k, v in result.timings.items()},
+            **{
+                k: round(v, 1)
+                for k, v in (
+                    ("real_tokens_per_s", result.real_tokens_per_s),
+                    ("computed_tokens_per_s", result.computed_tokens_per_s),
+                )
+                if v is not None
+            },
         },
         procs=procs,
         name="grpo",

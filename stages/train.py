@@ -31,14 +31,16 @@ PARAMS = ("seed", "mesh", "model", "train")
     type=click.Path(file_okay=False),
     help="Where the model, metrics and plots go.",
 )
-@click.option("--steps", type=click.IntRange(min=1), help="Override train.steps.")
+@click.option("--steps", type=click.IntRange(min=0), help="Override train.steps (0: no training).")
 def main(params_file: str, data_dir: str, out_dir: str, steps: int | None) -> None:
     """Fine-tune with Tunix's PeftTrainer (completion-only loss, packed batches, resumable).
 
     \b
     Writes, under OUT:
-      model/             the trained model: config.json (preset, architecture, base) and
-                         weights/ (an orbax PyTree checkpoint)
+      model/             the trained model: config.json (preset, architecture, base by its
+                         seed or content hash) and weights/ (an orbax PyTree checkpoint); with
+                         LoRA adapter/ instead (the base is not copied); with 0 steps the card
+                         alone (the model is its base)
       metrics.json       final losses and counts (DVCLive's summary, updated every step)
       plots/metrics/     loss, grad norm and learning rate per step; eval loss (DVCLive)
       fingerprint.json   params and the hashes of data, tokenizer, code and weights
@@ -57,30 +59,21 @@ def main(params_file: str, data_dir: str, out_dir: str, steps: int | None) -> No
 
     from tunixrt_dvc import distributed, provenance
     from tunixrt_dvc.codegraph import stage_entries
-    from tunixrt_dvc.model.build import build_model
+    from tunixrt_dvc.model.build import build_model, checkpoint_sha256
     from tunixrt_dvc.model.config import ModelCard
     from tunixrt_dvc.model.lora import adapt
     from tunixrt_dvc.model.output import write_stage_model
     from tunixrt_dvc.model.size import count_params
+    from tunixrt_dvc.pipeline import check_deps_hash
     from tunixrt_dvc.sft.trainer import train
     from tunixrt_dvc.text.packing import load_examples
     from tunixrt_dvc.text.tokenizer import Tokenizer
 
+    check_deps_hash({"model.checkpoint": params.model.checkpoint})
     procs = distributed.initialize()  # before anything computes: several hosts join here
     mesh = distributed.make_mesh(params.mesh, where=params_file)
     data, out = Path(data_dir), Path(out_dir)
     tokenizer = Tokenizer.load(data / "tokenizer.model")
-
-    def base_model():
-        return build_model(
-            params.model,
-            vocab_size=tokenizer.vocab_size,
-            max_len=params.train.seq_len,
-            seed=params.seed,
-        )
-
-    net, config = base_model()
-    adapted = adapt(net, params.train.lora, seed=params.seed)
     fingerprint = provenance.fingerprint(
         params,
         sections=PARAMS,
@@ -88,9 +81,45 @@ def main(params_file: str, data_dir: str, out_dir: str, steps: int | None) -> No
         tokenizer=data / "tokenizer.model",
         code=stage_entries("train"),
     )
+    base_sha256 = None
+    if params.model.checkpoint:  # the base by its content: the card never holds its path
+        base_sha256 = fingerprint["base_sha256"] = checkpoint_sha256(params.model.checkpoint)
+    net, config = build_model(
+        params.model,
+        vocab_size=tokenizer.vocab_size,
+        max_len=params.train.seq_len,
+        seed=params.seed,
+    )
+
+    def card(**kw) -> ModelCard:
+        return ModelCard.of(
+            config, params.model, seed=params.seed, checkpoint_sha256=base_sha256, **kw
+        )
+
+    params_count = count_params(net)
     # DVCLive writes metrics.json and plots/ under OUT as training goes (`dvc exp show` reads
     # them during a run); the pipeline's dvc.yaml declares them, so DVCLive writes none.
     live = Live(dir=str(out), save_dvc_exp=False, dvcyaml=None) if procs.is_main else None
+    if params.train.steps == 0:  # the base as it is: the card alone, eval scores it once
+        (out / "plots" / "metrics").mkdir(parents=True, exist_ok=True)  # DVC outputs, even empty
+        if live is not None:
+            live.summary = {"step": 0, "params_count": params_count}
+            live.make_summary()
+        write_stage_model(
+            out,
+            model=None,
+            card=card(stored="base"),
+            adapter=None,
+            fingerprint=fingerprint,
+            timings={},
+            procs=procs,
+            name="train",
+        )
+        if procs.is_main:
+            click.echo("train.steps is 0: the model is its base, unchanged")
+        return
+
+    adapted = adapt(net, params.train.adapter, seed=params.seed)
     result = train(
         adapted.model,
         train_examples=load_examples(data / "train.jsonl"),
@@ -102,23 +131,25 @@ def main(params_file: str, data_dir: str, out_dir: str, steps: int | None) -> No
         live=live,
         mesh=mesh,
     )
-    done = adapted.finish(adapted.model, lambda: base_model()[0])
+    # With LoRA, the adapter alone: the base is the checkpoint (or the seed) the card names.
+    done = adapted.finish(adapted.model)
     if live is not None:
         live.summary["train"]["loss_first"] = result.train_loss_first
         live.summary["train"]["real_token_fraction"] = round(result.real_token_fraction, 4)
         if result.eval_loss_first is not None:
             live.summary["eval"]["loss_first"] = result.eval_loss_first
-        live.summary["params_count"] = count_params(done.model)
+        live.summary["params_count"] = params_count
         live.make_summary()
     write_stage_model(
         out,
         model=done.model,
-        card=ModelCard.of(config, params.model, seed=params.seed, adapter=done.card),
+        card=card(adapter=done.card, stored=done.stored),
         adapter=done.adapter,
         fingerprint=fingerprint,
         timings={
             "wall_s": round(result.wall_s, 2),
-            "tokens_per_s": round(result.tokens_per_s, 1),
+            "real_tokens_per_s": round(result.real_tokens_per_s, 1),
+            "computed_tokens_per_s": round(result.computed_tokens_per_s, 1),
             "resumed_from_step": result.resumed_from,
         },
         procs=procs,
@@ -128,6 +159,7 @@ def main(params_file: str, data_dir: str, out_dir: str, steps: int | None) -> No
         click.echo(
             f"trained {result.steps} steps: loss {result.train_loss_first:.3f} -> "
             f"{result.train_loss_last:.3f}, eval loss {result.eval_loss_first} -> "
-            f"{result.eval_loss_last}, {result.tokens_per_s:.0f} tokens/s, "
+            f"{result.eval_loss_last}, {result.real_tokens_per_s:.0f} real tokens/s "
+            f"({result.computed_tokens_per_s:.0f} computed), "
             f"real-token fraction {result.real_token_fraction:.3f}"
         )

@@ -15,6 +15,7 @@ import yaml
 from tunixrt_dvc.codegraph import (
     ROOT,
     closure_files,
+    dvc_files,
     import_closure,
     layers,
     package_graph,
@@ -24,16 +25,22 @@ from tunixrt_dvc.codegraph import (
 )
 from tunixrt_dvc.params import load_params
 
-STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+PIPELINES = {
+    f.relative_to(ROOT).as_posix(): yaml.safe_load(f.read_text())["stages"] for f in dvc_files()
+}
+STAGES = PIPELINES["dvc.yaml"]
 
 
 def _code(deps: list[str]) -> list[str]:
-    return sorted(d for d in deps if d.startswith(("stages/", "tunixrt_dvc/")))
+    code = (d.lstrip("./") for d in deps if d.lstrip("./").startswith(("stages/", "tunixrt_dvc/")))
+    return sorted(code)
 
 
-@pytest.mark.parametrize("name", sorted(STAGES))
-def test_every_stage_depends_on_exactly_the_code_it_runs(name):
-    stage = STAGES[name]
+@pytest.mark.parametrize(
+    ("pipeline", "name"), [(f, s) for f, stages in PIPELINES.items() for s in stages]
+)
+def test_every_stage_depends_on_exactly_the_code_it_runs(pipeline, name):
+    stage = PIPELINES[pipeline][name]
     assert stage["cmd"].startswith(f"tunixrt {name}"), stage["cmd"]
     files = [p.relative_to(ROOT).as_posix() for p in closure_files(stage_entries(name))]
     assert f"stages/{name}.py" in files and "tunixrt_dvc/cli.py" in files
@@ -42,35 +49,55 @@ def test_every_stage_depends_on_exactly_the_code_it_runs(name):
     )
 
 
-def test_the_dvc_yaml_writer_keeps_everything_else():
-    text = (ROOT / "dvc.yaml").read_text()
+def test_the_real_checkpoint_pipeline_is_a_folder_beside_the_default():
+    assert "gemma/dvc.yaml" in PIPELINES
+
+
+@pytest.mark.parametrize("pipeline", sorted(PIPELINES))
+def test_the_dvc_yaml_writer_keeps_everything_else(pipeline):
+    text = (ROOT / pipeline).read_text()
     assert rewrite_code_deps(text) == text
-    shuffled = text.replace("      - stages/train.py\n", "      - tunixrt_dvc/bench/cli.py\n")
-    assert rewrite_code_deps(shuffled) == text
+    up = "../" * pipeline.count("/")
+    shuffled = text.replace(
+        f"      - {up}stages/train.py\n", f"      - {up}tunixrt_dvc/bench/cli.py\n"
+    )
+    assert shuffled != text and rewrite_code_deps(shuffled) == text
 
 
-@pytest.mark.parametrize("name", ["train", "grpo"])
-def test_a_training_fingerprint_holds_the_params_its_stage_reads(name):
+@pytest.mark.parametrize(
+    ("pipeline", "name"),
+    [(f, s) for f, stages in PIPELINES.items() for s in ("train", "grpo") if s in stages],
+)
+def test_a_training_fingerprint_holds_the_params_its_stage_reads(pipeline, name):
     stage = importlib.import_module(f"stages.{name}")
-    assert list(stage.PARAMS) == STAGES[name]["params"]
+    assert list(stage.PARAMS) == PIPELINES[pipeline][name]["params"]
 
 
-def test_paths_that_params_name_are_templated_not_copied():
-    params = load_params(ROOT / "params.yaml")
-    named = {
-        "evalsets_dir": params.evalsets_dir,
-        "corpus.store": params.corpus.store,
-        "export.source": params.export.source,
-        "eval.evalset": params.eval.evalset,
-        "report.seed_sweep": params.report.seed_sweep,
-    }
-    listed = []
-    for stage in STAGES.values():
-        for entry in stage.get("deps", []) + stage.get("outs", []):
-            listed.append(entry if isinstance(entry, str) else next(iter(entry)))
-    for key, value in named.items():
-        assert value not in listed, f"{value} is params' {key}: write ${{{key}}}"
-        assert f"${{{key}}}" in listed, key
+# Which stages read the paths params name (a stage that reads one must depend on it).
+READERS = {
+    "evalsets_dir": ("corpus", "export"),
+    "corpus.store": (),
+    "export.source": ("export",),
+    "format.tokenizer": ("format",),
+    "model.checkpoint": ("train", "grpo", "eval"),
+    "eval.evalset": ("eval",),
+    "report.seed_sweep": ("report",),
+}
+
+
+@pytest.mark.parametrize("pipeline", sorted(PIPELINES))
+def test_paths_that_params_name_are_templated_deps_of_their_readers(pipeline):
+    params = load_params((ROOT / pipeline).parent / "params.yaml")
+    stages = PIPELINES[pipeline]
+    for key, readers in READERS.items():
+        section, _, field = key.partition(".")
+        value = getattr(getattr(params, section), field) if field else getattr(params, key)
+        for name, stage in stages.items():
+            listed = [e if isinstance(e, str) else next(iter(e)) for e in stage.get("deps", [])]
+            listed += [e if isinstance(e, str) else next(iter(e)) for e in stage.get("outs", [])]
+            assert value is None or value not in listed, f"{name}: write ${{{key}}}, not {value}"
+            if value is not None and name in readers:
+                assert f"${{{key}}}" in listed, f"{pipeline}: {name} reads {key}"
 
 
 def _edit(root: Path, files: list[str]) -> None:
@@ -82,9 +109,10 @@ def _edit(root: Path, files: list[str]) -> None:
 def test_editing_a_benchmark_or_the_memory_plan_changes_no_stage(tmp_path):
     untouched = ["tunixrt_dvc/bench/train.py", "tunixrt_dvc/sft/plan.py", "tunixrt_dvc/sft/cli.py"]
     for f in untouched:
-        assert not any(
-            f == d or f.startswith(d + "/") for s in STAGES.values() for d in _code(s["deps"])
-        ), f
+        for stages in PIPELINES.values():
+            assert not any(
+                f == d or f.startswith(d + "/") for s in stages.values() for d in _code(s["deps"])
+            ), f
     # And as DVC sees it: the same status before and after the edit.
     files = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard"],

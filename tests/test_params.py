@@ -1,5 +1,7 @@
 """params.yaml is validated before any compute, and every problem names file, line and key."""
 
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ def test_the_committed_params_are_valid_and_cover_every_section():
 @pytest.mark.parametrize(
     ("text", "where", "key"),
     [
-        ("seed: 0\ntrain:\n  steps: 0\n", ":3:", "train.steps"),
+        ("seed: 0\ntrain:\n  steps: -1\n", ":3:", "train.steps"),
         ("seed: 0\nformat:\n  recipe: chat\n", ":3:", "format.recipe"),
         ("seed: 0\neval:\n  max_new_tokens: many\n", ":3:", "eval.max_new_tokens"),
         ("seed: 0\ntrain:\n  stepz: 5\n", ":3:", "train.stepz"),
@@ -75,3 +77,42 @@ def test_rows_shorter_than_the_longest_example_are_refused_before_any_compute(tm
     with pytest.raises(InvalidInput) as err:
         load_params(path)
     assert "train.seq_len: must be >= format.max_len" in err.value.message
+
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+# Knobs the docs describe in words, beside the `-S` commands they spell out.
+KNOBS = [
+    "train.lora.rank=8",
+    "train.lora.quantize=nf4",
+    "grpo.lora.rank=8",
+    "grpo.steps=60",
+    "mesh.fsdp=2",
+    "train.steps=0",
+    "eval.limit=20",
+    "model.checkpoint=ckpt,format.tokenizer=ckpt/tokenizer.model",  # a pair: weights, tokenizer
+    "grpo.top_k=50",
+]
+
+
+def _documented_overrides() -> list[str]:
+    found = set()
+    for doc in DOCS:
+        for text in re.findall(r"-S '?([a-z_.]+=[^'\s`]+)'?", doc.read_text()):
+            # A sweep (`seed=range(0,5)`) is its first value here; a placeholder (`=N`), 1.
+            text = re.sub(r"range\((\d+),\s*\d+\)", r"\1", text)
+            found.add(re.sub(r"=N$", "=1", text))
+    return sorted(found)
+
+
+@pytest.mark.parametrize("override", sorted({*_documented_overrides(), *KNOBS}))
+def test_every_documented_override_applies_to_the_default_params_with_one_s(tmp_path, override):
+    from dvc.utils.hydra import apply_overrides  # what `dvc exp run -S` runs
+
+    params_file = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params_file)
+    apply_overrides(params_file, override.split(","))
+    load_params(params_file)
+
+
+def test_the_docs_spell_out_overrides():
+    assert "train.lora.rank=8" in _documented_overrides()

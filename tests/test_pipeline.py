@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.checkpoints import write_hf_checkpoint
+from support.data import small_formatted
 from support.params import SMALL_TRAINING
 
 from tunixrt_dvc.bench.dvc import measure_repro
@@ -430,3 +432,42 @@ def test_committed_default_lock_is_reproduced_from_a_fresh_clone(tmp_path: Path)
     for stage in ("corpus", "export", "format"):
         assert got[stage] == want[stage], stage
     print(f"committed results are from {made_on!r}; this machine is {device_kind()!r}")
+
+
+def test_the_real_checkpoint_pipeline_hashes_its_weights(tmp_path: Path):
+    """gemma/dvc.yaml on a small checkpoint: one changed byte of the weights makes DVC see the
+    stages that read them (train, grpo, eval) changed, and not the others."""
+    env = base_env(tmp_path)
+    c = clone(REPO, tmp_path / "clone", env)
+    params = yaml.safe_load((c.path / "params.yaml").read_text())
+    for section, values in SMALL.items():
+        params[section].update(values)
+    (c.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (tmp_path / "tok").mkdir()
+    data = small_formatted(tmp_path / "tok", n_traces=400)  # a tokenizer for the checkpoint
+    tokenizer, params_file = data / "tokenizer.model", c.path / "params.yaml"
+    ckpt = write_hf_checkpoint(c.path / "models" / "small", tokenizer=tokenizer, params=params_file)
+    gemma = yaml.safe_load((c.path / "gemma" / "params.yaml").read_text())
+    gemma["model"] = {**gemma["model"], **SMALL["model"], "preset": "tiny"}
+    gemma["model"]["checkpoint"] = "../models/small"
+    gemma["format"] = {**gemma["format"], **SMALL["format"]}
+    gemma["format"]["tokenizer"] = "../models/small/tokenizer.model"
+    gemma["train"] = {**gemma["train"], "steps": 0}
+    gemma["eval"] = {**gemma["eval"], **SMALL["eval"]}
+    (c.path / "gemma" / "params.yaml").write_text(yaml.safe_dump(gemma, sort_keys=False))
+
+    out = c.dvc("repro", "gemma/dvc.yaml")
+    sub = ["format", "train", "grpo", "eval", "report"]
+    assert ran(out) == ["corpus", "export", *(f"gemma/dvc.yaml:{s}" for s in sub)], out
+
+    def status() -> dict:
+        return json.loads(c.dvc("status", "gemma/dvc.yaml", "--json"))
+
+    assert status() == {}
+    with open(ckpt / "model.safetensors", "r+b") as f:
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 1]))
+    changed = sorted(status())
+    assert changed == [f"gemma/dvc.yaml:{s}" for s in ("eval", "grpo", "train")], changed

@@ -177,13 +177,19 @@ def stage_code_deps(stage: str, root: Path = ROOT) -> list[str]:
     return sorted(out)
 
 
-_CODE_DEP = re.compile(r"^(\s+)- (?:stages|tunixrt_dvc)/\S*\s*$")
+_CODE_DEP = re.compile(r"^(\s+)- ((?:\.\./)*)(?:stages|tunixrt_dvc)/\S*\s*$")
 _STAGE = re.compile(r"^  (\w+):\s*$")
 
 
+def dvc_files(root: Path = ROOT) -> list[Path]:
+    """The project's pipelines: dvc.yaml at the top and in the folders beside it."""
+    return [root / "dvc.yaml", *sorted(root.glob("*/dvc.yaml"))]
+
+
 def rewrite_code_deps(text: str, root: Path = ROOT) -> str:
-    """dvc.yaml's text with each stage's code deps replaced by `stage_code_deps` (after its other
-    deps; comments and everything else kept)."""
+    """A dvc.yaml's text with each stage's code deps replaced by `stage_code_deps` (after its
+    other deps; comments and everything else kept). In a pipeline in a folder below the root,
+    they are written relative to it (`../tunixrt_dvc/...`), as its other paths are."""
     lines = text.splitlines(keepends=True)
     out: list[str] = []
     stage = None
@@ -193,10 +199,10 @@ def rewrite_code_deps(text: str, root: Path = ROOT) -> str:
         if m := _STAGE.match(line):
             stage = m[1]
         if (m := _CODE_DEP.match(line)) and stage is not None:
-            indent = m[1]
+            indent, up = m[1], m[2]
             while i < len(lines) and _CODE_DEP.match(lines[i]):
                 i += 1
-            out.extend(f"{indent}- {d}\n" for d in stage_code_deps(stage, root))
+            out.extend(f"{indent}- {up}{d}\n" for d in stage_code_deps(stage, root))
             continue
         out.append(line)
         i += 1
@@ -204,6 +210,7 @@ def rewrite_code_deps(text: str, root: Path = ROOT) -> str:
 
 
 if __name__ == "__main__":
-    # `python -m tunixrt_dvc.codegraph [dvc.yaml]`: write every stage's code deps into dvc.yaml.
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "dvc.yaml"
-    target.write_text(rewrite_code_deps(target.read_text(encoding="utf-8")), encoding="utf-8")
+    # `python -m tunixrt_dvc.codegraph [DVC.YAML ...]`: write every stage's code deps into the
+    # project's pipelines (or the files given).
+    for target in [Path(a) for a in sys.argv[1:]] or dvc_files():
+        target.write_text(rewrite_code_deps(target.read_text(encoding="utf-8")), encoding="utf-8")

@@ -65,8 +65,8 @@ def barrier(name: str) -> None:
 
 
 def make_mesh(params: MeshParams | None, *, where: str = "params.yaml") -> Mesh | None:
-    """The (fsdp, tp) mesh over every device of the job; None for one device."""
-    if params is None:
+    """The (fsdp, tp) mesh over every device of the job; None for one device (1 x 1)."""
+    if params is None or params.fsdp * params.tp == 1:
         return None
     n = jax.device_count()
     if params.fsdp * params.tp != n:

@@ -84,23 +84,29 @@ class ModelParams(_Section):
 
 
 class LoraParams(_Section):
-    """LoRA adapters (qwix) on the `targets` modules; the base stays frozen."""
+    """LoRA adapters (qwix) on the `targets` modules; the base stays frozen. Rank 0 is the
+    switch: off (every parameter trains), so each field can be set with one `-S`."""
 
-    rank: Annotated[int, Field(ge=1)]
+    rank: Annotated[int, Field(ge=0)]
     alpha: Annotated[float, Field(gt=0.0)]
     targets: Annotated[list[Literal[LORA_TARGETS]], Field(min_length=1)]
     quantize: Literal[QUANTIZATIONS] | None  # QLoRA: the frozen base stored as nf4 or int8
 
 
+def _on(lora: LoraParams | None) -> LoraParams | None:
+    return lora if lora is not None and lora.rank > 0 else None
+
+
 class MeshParams(_Section):
-    """A device mesh: `fsdp` shards the batch and the weights, `tp` the heads and features."""
+    """A device mesh: `fsdp` shards the batch and the weights, `tp` the heads and features;
+    1 x 1 is one device."""
 
     fsdp: Annotated[int, Field(ge=1)]
     tp: Annotated[int, Field(ge=1)]
 
 
 class TrainParams(_Section):
-    steps: Annotated[int, Field(ge=1)]
+    steps: Annotated[int, Field(ge=0)]  # 0: no training, the base model is evaluated as it is
     batch_size: Annotated[int, Field(ge=1)]  # packed rows per step
     seq_len: Annotated[int, Field(ge=8)]  # tokens per packed row (>= format.max_len)
     learning_rate: Annotated[float, Field(gt=0.0)]
@@ -111,7 +117,12 @@ class TrainParams(_Section):
     compute_dtype: Literal[DTYPES] | None
     eval_every: Annotated[int, Field(ge=1)]
     checkpoint_every: Annotated[int, Field(ge=1)]
-    lora: LoraParams | None  # null: full fine-tuning
+    lora: LoraParams | None  # rank 0 (or null): full fine-tuning
+
+    @property
+    def adapter(self) -> LoraParams | None:
+        """The LoRA adapters to train, or None for full fine-tuning."""
+        return _on(self.lora)
 
 
 class RewardWeights(_Section):
@@ -138,7 +149,12 @@ class GrpoParams(_Section):
     max_new_tokens: Annotated[int, Field(ge=1)]
     rewards: RewardWeights
     checkpoint_every: Annotated[int, Field(ge=1)]
-    lora: LoraParams | None  # null: every parameter trains
+    lora: LoraParams | None  # rank 0 (or null): every parameter trains
+
+    @property
+    def adapter(self) -> LoraParams | None:
+        """The LoRA adapters RL trains, or None when every parameter trains."""
+        return _on(self.lora)
 
     @model_validator(mode="after")
     def _sampled(self) -> GrpoParams:
@@ -163,7 +179,7 @@ class ReportParams(_Section):
 
 class Params(_Section):
     seed: int
-    mesh: MeshParams | None  # null: one device; shared by the stages that run the model
+    mesh: MeshParams | None  # 1 x 1 (or null): one device; shared by the stages that run models
     evalsets_dir: str  # the eval sets: the corpus and the export keep their problems out
     corpus: CorpusParams
     export: ExportParams

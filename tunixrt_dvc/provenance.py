@@ -101,8 +101,20 @@ def fingerprint(
         "code_sha256": code_sha256(code),
         "device": device_kind(),
         "packages": packages(),
-        "params": params.model_dump(mode="json", include=set(sections)),
+        "params": params.model_dump(mode="json", include=_include(sections)),
     }
+
+
+def _include(sections: Sequence[str]) -> dict:
+    """pydantic's `include` for params keys as dvc.yaml lists them (`train`, `model.checkpoint`)."""
+    out: dict = {}
+    for key in sections:
+        head, _, rest = key.partition(".")
+        if not rest:
+            out[head] = True
+        elif out.get(head) is not True:
+            out.setdefault(head, {})[rest] = True
+    return out
 
 
 def git_sha() -> str:

@@ -144,7 +144,14 @@ def test_zero_steps_passes_the_sft_model_through(sft):
     out = stages.finish(_grpo(sft, sft["root"] / "off", steps=0))
     assert "RL is off" in out
     off = sft["root"] / "off"
-    assert sha256_tree(off / "model") == sha256_tree(sft["model"])  # its card says no RL
+    # Nothing is copied: the SFT model's card alone, saying it is that model with no RL.
+    assert sorted(p.name for p in (off / "model").iterdir()) == ["config.json"]
+    card = json.loads((off / "model" / "config.json").read_text())
+    sft_card = json.loads((sft["model"] / "config.json").read_text())
+    assert card == {**sft_card, "stored": "base"}  # rl_steps 0 is the default, left out
+    assert json.loads((off / "fingerprint.json").read_text())["sft_model_sha256"] == sha256_tree(
+        sft["model"]
+    )
     assert json.loads((off / "metrics.json").read_text()) == {"step": 0}
 
 
@@ -156,7 +163,8 @@ def test_lora_trains_only_adapters_and_merges(sft):
     # The KL is to the SFT model under the adapters: it moves once the adapters have trained.
     assert any(json.loads(r)["kl"] != 0.0 for r in log[1:]), log
     out = sft["root"] / "lora" / "model"
-    assert (out / "adapter").is_dir()
+    # RL's base is the SFT model, no file of its own: its weights are written merged.
+    assert (out / "weights").is_dir() and not (out / "adapter").exists()
     card = json.loads((out / "config.json").read_text())
     assert card["adapter"]["rank"] == 4
     merged, _ = load_model(out)

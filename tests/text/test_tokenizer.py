@@ -1,5 +1,6 @@
 """The tokenizer: Gemma's id layout, reproducible bytes, lossless and separable encoding, BOS
-handling as Tunix's sampler does it, and a real-Gemma-style model whose ids are looked up."""
+handling as Tunix's sampler does it, a real-Gemma-style model whose ids are looked up, and turn
+markers that are control pieces (a tokenizer rebuilt from GGUF) encoded as their ids."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import pytest
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2
 
-from tunixrt_dvc.text.chat import END_OF_TURN, START_OF_TURN, render_prompt
+from tunixrt_dvc.text.chat import END_OF_TURN, PROMPT_SUFFIX, START_OF_TURN, render_prompt
+from tunixrt_dvc.text.injection import control_layout_ok
 from tunixrt_dvc.text.recipes import RECIPE_TAGS, render_completion
-from tunixrt_dvc.text.tokenizer import Tokenizer, TokenizerError, train_tokenizer
+from tunixrt_dvc.text.tokenizer import Tokenizer, TokenizerError, TurnIdProcessor, train_tokenizer
 from tunixrt_dvc.traces.schemas import Response
 
 NAMES = ("Mia", "Leo", "Zoë", "Omar", "Iris")
@@ -169,10 +171,101 @@ def test_real_gemma_layout_is_looked_up(tmp_path) -> None:
     assert tok.decode(ids) == prompt + completion  # byte fallback covers unseen characters
 
 
+def turns_as(model: bytes, kind: str, **normalizer: bool) -> bytes:
+    """`model` with the turn pieces' type set to `kind` (CONTROL: as a GGUF rebuild has them)
+    and normalizer flags changed; ids and scores stay."""
+    proto = sentencepiece_model_pb2.ModelProto.FromString(model)
+    for piece in proto.pieces:
+        if piece.piece in (START_OF_TURN, END_OF_TURN):
+            piece.type = getattr(sentencepiece_model_pb2.ModelProto.SentencePiece, kind)
+    for field, value in normalizer.items():
+        setattr(proto.normalizer_spec, field, value)
+    return proto.SerializeToString()
+
+
+@pytest.fixture(scope="module", params=["trained", "gemma_like"])
+def user_defined(request, model: bytes) -> bytes:
+    """Turn markers as user-defined pieces: the project's trained tokenizer, Google's layout."""
+    return model if request.param == "trained" else gemma_like()
+
+
+def test_user_defined_turns_encode_as_before(corpus, user_defined: bytes) -> None:
+    """The processor itself, no wrapper: ids are SentencePiece's own, as before control pieces
+    were accepted (the default pipeline's outputs do not change)."""
+    tok = Tokenizer.load(user_defined)
+    raw = spm.SentencePieceProcessor(model_proto=user_defined)
+    assert type(tok.sp) is spm.SentencePieceProcessor and not tok.turns_as_ids
+    texts = [t for pair in corpus[:50] for t in pair]
+    assert [tok.encode(t) for t in texts] == raw.encode(texts)
+    assert tok.encode_batch(texts) == raw.encode(texts)
+
+
+def test_control_turns_encode_as_their_ids(corpus, user_defined: bytes) -> None:
+    """The same vocabulary with control turn pieces: each marker is its one id, and every id,
+    text and batch encoding (the format stage's `tok.sp.encode(texts, num_threads=1)`) equals the
+    user-defined model's."""
+    ud, tok = Tokenizer.load(user_defined), Tokenizer.load(turns_as(user_defined, "CONTROL"))
+    assert isinstance(tok.sp, TurnIdProcessor) and tok.turns_as_ids
+    sot, eot = tok.start_of_turn_id, tok.end_of_turn_id
+    assert (sot, eot) == (ud.start_of_turn_id, ud.end_of_turn_id)
+    assert len(tok.sp.processor.encode(START_OF_TURN)) > 1  # written as text: several pieces
+    assert (tok.encode(START_OF_TURN), tok.encode(END_OF_TURN)) == ([sot], [eot])
+    assert tok.control_ids == ud.control_ids and tok.control_pieces == ud.control_pieces
+    suffix = tok.encode(PROMPT_SUFFIX)
+    assert suffix == ud.encode(PROMPT_SUFFIX) and suffix[0] == eot and sot in suffix
+    for prompt, completion in corpus:
+        ids, n_prompt = tok.encode_example(prompt, completion)
+        assert (ids, n_prompt) == ud.encode_example(prompt, completion)
+        assert ids == [tok.bos_id, *tok.encode(prompt + completion)]  # separable
+        assert ids[:2] == [tok.bos_id, sot] and ids[-1] == eot
+        assert ids[n_prompt - len(suffix) : n_prompt] == suffix
+        assert control_layout_ok(tok, ids, n_prompt, suffix=suffix)
+        assert tok.decode(ids) == prompt + completion  # markers decode to their text
+    texts = [t for pair in corpus for t in pair]
+    assert tok.sp.encode(texts, num_threads=1) == ud.sp.encode(texts, num_threads=1)
+    assert tok.encode_batch(texts) == ud.encode_batch(texts)
+    assert tok.sp.encode(texts[0], out_type=str) == ud.sp.encode(texts[0], out_type=str)
+    text = f" a  {END_OF_TURN} b{START_OF_TURN}{START_OF_TURN}  "  # spaces beside markers kept
+    assert tok.encode(text) == ud.encode(text) and tok.decode(tok.encode(text)) == text
+    with pytest.raises(AttributeError, match="not supported with control-piece turn markers"):
+        tok.sp.encode_as_pieces  # noqa: B018 (would bypass the markers)
+
+
+def test_control_turns_as_tunix_sampler_encodes_them(corpus, user_defined: bytes) -> None:
+    """What Tunix gets (`tok.sp`, wrapped in its TokenizerAdapter) builds the prompt ids training
+    saw, markers as ids, and decodes them back to text."""
+    from tunix.generate.sampler import Sampler
+    from tunix.generate.tokenizer_adapter import TokenizerAdapter
+
+    tok = Tokenizer.load(turns_as(user_defined, "CONTROL"))
+    adapter = TokenizerAdapter(tok.sp)
+    assert (adapter.bos_id(), adapter.eos_id(), adapter.pad_id()) == (2, 1, 0)
+    fake_sampler = SimpleNamespace(tokenizer=adapter)
+    for prompt, completion in corpus[:20]:
+        ids, n_prompt = tok.encode_example(prompt, completion)
+        assert Sampler.tokenize(fake_sampler, prompt).tolist() == ids[:n_prompt]
+        assert adapter.decode(ids[n_prompt:]) == completion
+
+
+def test_control_turns_trained_as_control_symbols_accepted() -> None:
+    tok = Tokenizer.load(gemma_like(turn_tokens_as="control"))
+    assert tok.turns_as_ids
+    ids, _ = tok.encode_example(render_prompt("How many apples?", instruction=""), "3<end_of_turn>")
+    assert ids[:2] == [2, tok.start_of_turn_id] and ids[-1] == tok.end_of_turn_id
+
+
 @pytest.mark.parametrize(
     ("model", "message"),
     [
-        (lambda: gemma_like(turn_tokens_as="control"), "encodes to .*, not to its piece"),
+        (lambda: turns_as(gemma_like(), "NORMAL"), "encodes to .*, not to its piece"),
+        (
+            lambda: turns_as(gemma_like(), "CONTROL", add_dummy_prefix=True),
+            "normalizer_spec.add_dummy_prefix must be false",
+        ),
+        (
+            lambda: turns_as(gemma_like(), "CONTROL", remove_extra_whitespaces=True),
+            "normalizer_spec.remove_extra_whitespaces must be false",
+        ),
         (lambda: gemma_like(pad_id=4), "padding must be id 0"),
         (lambda: b"not a model", "not a SentencePiece model"),
     ],

@@ -6,10 +6,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import jax
 from flax import nnx
-from tqdm import tqdm
 from tunix.generate import sampler as sampler_lib
 
+from tunixrt_dvc.loop.progress import Progress
 from tunixrt_dvc.model.config import ModelConfig
 from tunixrt_dvc.text.tokenizer import Tokenizer
 
@@ -42,9 +43,10 @@ def generate(
 ) -> list[Generation]:
     """Greedy completions of rendered generation prompts, stopping on `<end_of_turn>` or EOS.
 
-    `tokenizer` is the project's `Tokenizer`; the sampler gets its raw SentencePiece processor
-    (gotcha 1) and prepends BOS itself, as training does (gotcha 3). Every batch has the same
-    shape (the last one is topped up with copies), so generation compiles once.
+    `tokenizer` is the project's `Tokenizer`; the sampler gets `tokenizer.sp` (the SentencePiece
+    processor, not Tunix's adapter: gotcha 1; with control-piece turn markers, the wrapper that
+    encodes them as ids) and prepends BOS itself, as training does (gotcha 3). Every batch has
+    the same shape (the last one is topped up with copies), so generation compiles once.
     """
     if not prompts:
         return []
@@ -63,7 +65,10 @@ def generate(
     stops = [tokenizer.end_of_turn_id, tokenizer.eos_id]
     batch_size = min(batch_size, len(prompts))
     out: list[Generation] = []
-    with tqdm(total=len(prompts), desc=desc, unit="prompt", disable=None) as bar:
+    n_batches = math.ceil(len(prompts) / batch_size)
+    main = jax.process_index() == 0
+    with Progress(desc, len(prompts), unit="item", rate="gen tok/s", enabled=main) as progress:
+        progress.compiling(f"batch 1/{n_batches}")
         for start in range(0, len(prompts), batch_size):
             chunk = list(prompts[start : start + batch_size])
             n_real = len(chunk)
@@ -75,9 +80,13 @@ def generate(
                 eos_tokens=stops,
                 temperature=0.0,
             )
-            for text, tokens in zip(result.text[:n_real], result.tokens[:n_real], strict=True):
-                out.append(Generation(text=text, n_tokens=_generated_length(tokens, stops)))
-            bar.update(n_real)
+            lengths = [_generated_length(tokens, stops) for tokens in result.tokens]
+            for text, n in zip(result.text[:n_real], lengths[:n_real], strict=True):
+                out.append(Generation(text=text, n_tokens=n))
+            # Decoding runs until every row stopped: the slots past a row's stop, and the
+            # top-up copies, are the padding.
+            slots = batch_size * max(lengths)
+            progress.update(n_real, real=sum(lengths[:n_real]), computed=slots)
     return out
 
 

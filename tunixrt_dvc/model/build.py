@@ -1,5 +1,6 @@
 """The model a run starts from: random init from the seed, a real checkpoint's weights, or a
-model this project trained (for LoRA or RL on top of it)."""
+model this project trained (for LoRA or RL on top of it); and any trained model directory opened
+with its base (`open_model`): a LoRA directory stores only its adapter, a 0-step one nothing."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import jax.numpy as jnp
 from flax import nnx
 from tunix.models.gemma3 import model as gemma3
 
-from tunixrt_dvc.errors import Problem
+from tunixrt_dvc.errors import InvalidInput, Problem
+from tunixrt_dvc.io import sha256_tree
 from tunixrt_dvc.model.checkpoint import ShapeMismatch, VocabMismatch, load_checkpoint
 from tunixrt_dvc.model.config import (
     Architecture,
@@ -22,8 +24,15 @@ from tunixrt_dvc.model.config import (
 )
 from tunixrt_dvc.model.init import random_model
 from tunixrt_dvc.model.layout import checkpoint_num_embed
-from tunixrt_dvc.model.weights import CONFIG_FILE, is_model_dir, load_model
-from tunixrt_dvc.params import ModelParams
+from tunixrt_dvc.model.lora import apply_lora, merge, weights_sha256
+from tunixrt_dvc.model.weights import (
+    CONFIG_FILE,
+    is_model_dir,
+    load_adapter,
+    load_model,
+    read_model_card,
+)
+from tunixrt_dvc.params import LoraParams, ModelParams
 
 # An embedding table may have more rows than the tokenizer has pieces (Gemma3's Hugging Face
 # multimodal checkpoints have 262208 rows for 262144 pieces); more than this many spare rows means
@@ -78,14 +87,55 @@ def _cast(model: gemma3.Gemma3, dtype: jnp.dtype) -> gemma3.Gemma3:
     return model
 
 
-def build_base(card: ModelCard) -> gemma3.Gemma3:
-    """The model a trained directory started from, as its card describes it."""
+def checkpoint_sha256(path: str | Path) -> str:
+    """A checkpoint directory's content hash, as model cards record their base."""
+    return sha256_tree(path)
+
+
+def build_base(card: ModelCard, *, checkpoint: str | None) -> gemma3.Gemma3:
+    """The model a trained directory started from, as its card describes it: drawn from its
+    seed, or read from `checkpoint` (what the card's `params_key` names now), which must be the
+    checkpoint it was trained from, byte for byte."""
     config = card.architecture.config()
-    if isinstance(card.base, CheckpointBase):
-        if is_model_dir(card.base.path):
-            return _cast(load_model(card.base.path)[0], jnp.dtype(card.base.dtype))
-        return load_checkpoint(card.base.path, config, dtype=card.base.dtype)
-    return random_model(config, seed=card.base.seed)
+    if not isinstance(card.base, CheckpointBase):
+        return random_model(config, seed=card.base.seed)
+    key, want = card.base.params_key, card.base.sha256
+    if not checkpoint:
+        msg = f"is not set, but the model was trained from the checkpoint with sha256 {want}"
+        raise InvalidInput([Problem("params.yaml", None, key, msg)])
+    got = checkpoint_sha256(checkpoint)
+    if got != want:
+        msg = (
+            f"{checkpoint} has sha256 {got}, but the model was trained from the checkpoint with "
+            f"sha256 {want}: not its base"
+        )
+        raise InvalidInput([Problem("params.yaml", None, key, msg)])
+    if is_model_dir(checkpoint):
+        return _cast(load_model(checkpoint)[0], jnp.dtype(card.base.dtype))
+    return load_checkpoint(checkpoint, config, dtype=card.base.dtype)
+
+
+def open_model(path: str | Path, *, checkpoint: str | None) -> tuple[gemma3.Gemma3, ModelCard]:
+    """Any trained model directory as a plain Gemma3 model: its weights; or its base with its
+    LoRA adapter merged in (checked against the base it was trained on); or its base unchanged.
+    `checkpoint` is the base checkpoint directory when the card names one (see `build_base`)."""
+    card = read_model_card(path)
+    if card.stored == "weights":
+        return load_model(path)
+    if card.stored == "base":
+        return build_base(card, checkpoint=checkpoint), card
+    adapter = card.adapter
+    if adapter is None:
+        msg = "stores an adapter, but its card has none"
+        raise InvalidInput([Problem(str(Path(path) / CONFIG_FILE), None, "adapter", msg)])
+    lora = LoraParams(**adapter.model_dump(exclude={"base_sha256"}))
+    base = build_base(card, checkpoint=checkpoint)
+    if (got := weights_sha256(base)) != adapter.base_sha256:
+        msg = f"was trained on weights with sha256 {adapter.base_sha256}; its base has {got}"
+        raise InvalidInput([Problem(str(Path(path) / CONFIG_FILE), None, "adapter", msg)])
+    adapted = apply_lora(base, lora, seed=0)
+    load_adapter(path, adapted)
+    return merge(build_base(card, checkpoint=checkpoint), adapted, lora), card
 
 
 def check_vocab(config: ModelConfig, tokenizer_vocab_size: int, *, source: str = "model") -> None:

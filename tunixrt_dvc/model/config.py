@@ -104,10 +104,13 @@ class RandomBase(_Frozen):
 
 
 class CheckpointBase(_Frozen):
-    """The weights training started from: a local checkpoint directory."""
+    """The weights training started from: a local checkpoint directory, known by its content
+    (`io.sha256_tree`) and the params key that points at it, never by a path, so that a clone
+    elsewhere, with the checkpoint elsewhere, finds it again and a different one is refused."""
 
     init: Literal["checkpoint"] = "checkpoint"
-    path: str
+    sha256: str
+    params_key: str = "model.checkpoint"
     dtype: Literal[DTYPES]
 
 
@@ -121,15 +124,22 @@ class AdapterCard(_Frozen):
     base_sha256: str  # the base weights it was trained on (`model.lora.weights_sha256`)
 
 
+# What a model directory stores beside its card: all the weights (`weights/`), the LoRA adapter
+# alone (`adapter/`: the model is the base with the adapter applied), or nothing (the model is
+# the base unchanged: no training steps).
+STORED = ("weights", "adapter", "base")
+
+
 class ModelCard(_Frozen):
     """What a model directory is: its preset, its architecture, the base it was trained from,
-    for LoRA the adapter merged into it, and the RL steps it had after SFT (0: none)."""
+    what it stores (`STORED`), for LoRA the adapter, and the RL steps it had after SFT."""
 
     preset: Literal[tuple(PRESETS)]
     architecture: Architecture
     base: Annotated[RandomBase | CheckpointBase, Field(discriminator="init")]
     adapter: AdapterCard | None = None
     rl_steps: Annotated[int, Field(ge=0)] = 0
+    stored: Literal[STORED] = "weights"
 
     @classmethod
     def of(
@@ -138,15 +148,26 @@ class ModelCard(_Frozen):
         params: ModelParams,
         *,
         seed: int,
+        checkpoint_sha256: str | None = None,
         adapter: AdapterCard | None = None,
+        stored: str = "weights",
     ) -> ModelCard:
+        """`checkpoint_sha256`: the content hash of `params.checkpoint`, when there is one."""
         base: RandomBase | CheckpointBase
         if params.checkpoint:
-            base = CheckpointBase(path=params.checkpoint, dtype=params.dtype)
+            if checkpoint_sha256 is None:
+                raise ValueError("a checkpoint base needs its content hash")
+            base = CheckpointBase(sha256=checkpoint_sha256, dtype=params.dtype)
         else:
             base = RandomBase(seed=seed)
         architecture = Architecture.of(config)
-        return cls(preset=params.preset, architecture=architecture, base=base, adapter=adapter)
+        return cls(
+            preset=params.preset,
+            architecture=architecture,
+            base=base,
+            adapter=adapter,
+            stored=stored,
+        )
 
     @property
     def is_tiny(self) -> bool:

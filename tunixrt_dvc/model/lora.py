@@ -140,12 +140,17 @@ def weights_sha256(model: nnx.Module) -> str:
 
 @dataclass(frozen=True)
 class Finished:
-    """A trained model as a stage saves it: the weights (with LoRA, merged), the adapter alone
-    and its card (None without LoRA)."""
+    """A trained model as a stage saves it: all its weights (`model`), or, with LoRA, the
+    adapter alone (`adapter`, described by `card`; the base is not copied)."""
 
-    model: nnx.Module
+    model: nnx.Module | None
     adapter: dict | None
     card: AdapterCard | None
+
+    @property
+    def stored(self) -> str:
+        """What the model directory stores (`model.config.STORED`)."""
+        return "weights" if self.adapter is None else "adapter"
 
 
 @dataclass(frozen=True)
@@ -156,14 +161,18 @@ class Adapted:
     lora: LoraParams | None
     base_sha256: str | None  # with LoRA: the base the adapters are trained on
 
-    def finish(self, trained: nnx.Module, base: Callable[[], nnx.Module]) -> Finished:
-        """`trained` (this model after the loop) as a stage saves it; with LoRA, its adapters
-        are merged into a fresh copy of the base from `base()`."""
+    def finish(
+        self, trained: nnx.Module, *, merge_into: Callable[[], nnx.Module] | None = None
+    ) -> Finished:
+        """`trained` (this model after the loop) as a stage saves it: with LoRA, the adapter
+        and its card, or, given `merge_into` (a fresh copy of the base), the adapters folded
+        into it."""
         if self.lora is None:
             return Finished(model=trained, adapter=None, card=None)
         card = AdapterCard(**self.lora.model_dump(), base_sha256=self.base_sha256)
-        adapter = adapter_state(trained)
-        return Finished(model=merge(base(), trained, self.lora), adapter=adapter, card=card)
+        if merge_into is not None:
+            return Finished(model=merge(merge_into(), trained, self.lora), adapter=None, card=card)
+        return Finished(model=None, adapter=adapter_state(trained), card=card)
 
 
 def adapt(model: nnx.Module, lora: LoraParams | None, *, seed: int) -> Adapted:

@@ -10,14 +10,13 @@ for the files before going on.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from flax import nnx
 
 from tunixrt_dvc import provenance
 from tunixrt_dvc.distributed import Processes, barrier
-from tunixrt_dvc.io import atomic_dir, sha256_tree, write_json
+from tunixrt_dvc.io import sha256_tree, write_json
 from tunixrt_dvc.model.config import ModelCard
 from tunixrt_dvc.model.weights import save_model
 
@@ -29,7 +28,7 @@ MANIFEST_FILE = "run_manifest.json"
 def write_stage_model(
     out: Path,
     *,
-    model: nnx.Module,
+    model: nnx.Module | None,
     card: ModelCard,
     adapter: dict | None,
     fingerprint: dict,
@@ -37,22 +36,13 @@ def write_stage_model(
     procs: Processes,
     name: str,
 ) -> None:
-    """Save `model` with its card (and adapter) as OUT/model, then the fingerprint (with the
-    model directory's hash) and the run manifest."""
+    """Save the model directory OUT/model (what `card.stored` says: `model`'s weights, the
+    `adapter` alone, or the card alone), then the fingerprint (with the directory's hash) and
+    the run manifest."""
     save_model(model, card, out / MODEL_DIR, adapter=adapter, write=procs.is_main)
     barrier(f"{name}: outputs")
     if procs.is_main:
         _write_records(out, fingerprint, timings=timings, procs=procs)
-
-
-def pass_model_through(out: Path, source: Path, *, fingerprint: dict, procs: Processes) -> None:
-    """OUT/model as an unchanged copy of the model directory `source` (a loop that ran 0
-    steps), with its fingerprint and manifest."""
-    if procs.is_main:
-        with atomic_dir(out / MODEL_DIR) as tmp:
-            shutil.copytree(source, tmp, dirs_exist_ok=True)
-        _write_records(out, fingerprint, timings={}, procs=procs)
-    barrier("outputs: pass through")
 
 
 def _write_records(out: Path, fingerprint: dict, *, timings: dict, procs: Processes) -> None:

@@ -2,9 +2,13 @@
 
     train/model/
       config.json        the preset, the resolved architecture, the base it was trained from
+                         (a seed, or a checkpoint's content hash), what the directory stores
                          and, with LoRA, the adapter's rank, alpha, targets and quantization
-      weights/           the parameters (with LoRA: merged into the base), an orbax checkpoint
-      adapter/weights/   with LoRA: the adapter's A and B matrices alone
+      weights/           the parameters, an orbax checkpoint (full fine-tuning, RL)
+      adapter/weights/   with LoRA: the adapter's A and B matrices alone (the base is not copied:
+                         `model.build.open_model` applies them to it)
+
+A card that stores `base` has neither: the model is its base, unchanged (no training steps).
 
 The weights are written with orbax's handler alone: orbax's `Checkpointer` adds commit timestamps
 and an absolute path, so its bytes would differ on every run; the handler's restore with
@@ -13,6 +17,7 @@ and an absolute path, so its bytes would differ on every run; the handler's rest
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import jax
@@ -44,65 +49,96 @@ def _save_tree(state: dict, path: Path) -> None:
 
 
 def save_model(
-    model: nnx.Module,
+    model: nnx.Module | None,
     card: ModelCard,
     path: str | Path,
     *,
     adapter: dict | None = None,
     write: bool = True,
 ) -> None:
-    """Write `model`'s parameters and its card to the directory `path` (replaced atomically),
-    and, given one, the LoRA adapter it was merged from (`adapter/weights`, its card says how).
+    """Write the card and what it says the directory stores (`card.stored`) to the directory
+    `path` (replaced atomically): `model`'s parameters, or the LoRA `adapter` alone, or nothing.
 
     The arrays are saved from host memory (gathered from every device and process first), so
     the directory is the same whatever mesh made it and restores anywhere;
     with several processes every one must call this (the gathering is collective) and only the
     one with `write` writes.
     """
-    state = jax.tree.map(to_host, nnx.state(model, nnx.Param).to_pure_dict())
+    state = None
+    if card.stored == "weights":
+        state = jax.tree.map(to_host, nnx.state(model, nnx.Param).to_pure_dict())
     adapter = None if adapter is None else jax.tree.map(to_host, adapter)
+    if card.stored == "adapter" and adapter is None:
+        raise ValueError("a card that stores the adapter needs the adapter")
     if not write:
         return
     with atomic_dir(path) as tmp:
-        # `rl_steps` only when there were any: an SFT model's card reads as it always has.
-        fields = card.model_dump(mode="json", exclude={"rl_steps"} if not card.rl_steps else None)
+        # Defaults left out: an SFT model's card (no RL, all weights) reads as it always has.
+        exclude = {k for k, v in (("rl_steps", 0), ("stored", "weights")) if getattr(card, k) == v}
+        fields = card.model_dump(mode="json", exclude=exclude or None)
         (tmp / CONFIG_FILE).write_text(json_text(fields), "utf-8")
-        _save_tree(state, tmp / WEIGHTS_DIR)
+        if state is not None:
+            _save_tree(state, tmp / WEIGHTS_DIR)
         if adapter is not None:
             _save_tree(adapter, tmp / ADAPTER_DIR / WEIGHTS_DIR)
 
 
 def is_model_dir(path: str | Path) -> bool:
-    """Whether `path` is a model directory written by `save_model`."""
-    path = Path(path)
-    return (
-        (path / WEIGHTS_DIR).is_dir()
-        and (path / CONFIG_FILE).is_file()
-        and ("architecture" in (path / CONFIG_FILE).read_text(encoding="utf-8", errors="replace"))
-    )
+    """Whether `path` is a model directory written by `save_model` (its config.json is a model
+    card, not a Hugging Face config)."""
+    try:
+        card = json.loads((Path(path) / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(card, dict) and {"preset", "architecture", "base"} <= card.keys()
 
 
-def load_model(path: str | Path) -> tuple[gemma3.Gemma3, ModelCard]:
-    """The model a directory written by `save_model` holds, built from its own card."""
-    path = Path(path)
-    if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_DIR).is_dir():
-        msg = f"not a trained model directory (needs {CONFIG_FILE} and {WEIGHTS_DIR}/)"
-        raise InvalidInput([Problem(str(path), None, "<dir>", msg)])
-    card = read_card(path / CONFIG_FILE)
-    config = card.architecture.config()
-    abstract = nnx.eval_shape(lambda: gemma3.Gemma3(config, rngs=nnx.Rngs(params=0)))
-    graphdef, state = nnx.split(abstract)
-    # Restored onto this process's first device, as jax arrays (the mesh comes later, if any).
+def _restore(path: Path, abstract: nnx.Module, kind: type[nnx.Variable]) -> dict:
+    """A pure dict of the `kind` variables of `abstract`, restored from the orbax tree `path`,
+    as jax arrays on this process's first device (the mesh comes later, if any)."""
     device = SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-        nnx.state(abstract, nnx.Param).to_pure_dict(),
+        nnx.state(abstract, kind).to_pure_dict(),
     )
-    restored = ocp.PyTreeCheckpointer().restore(
-        (path / WEIGHTS_DIR).resolve(),
+    return ocp.PyTreeCheckpointer().restore(
+        path.resolve(),
         args=ocp.args.PyTreeRestore(
             item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target)
         ),
     )
+
+
+def load_adapter(path: str | Path, adapted: nnx.Module) -> None:
+    """Set the LoRA params of `adapted` (a model with adapters applied) from `path/adapter`."""
+    state = nnx.state(adapted, nnx.LoRAParam)
+    restored = _restore(Path(path) / ADAPTER_DIR / WEIGHTS_DIR, adapted, nnx.LoRAParam)
     nnx.replace_by_pure_dict(state, restored)
+    nnx.update(adapted, state)
+
+
+def read_model_card(path: str | Path) -> ModelCard:
+    """The card of a model directory, or InvalidInput if `path` is not one."""
+    path = Path(path)
+    if not (path / CONFIG_FILE).is_file():
+        msg = f"not a trained model directory (needs {CONFIG_FILE})"
+        raise InvalidInput([Problem(str(path), None, "<dir>", msg)])
+    return read_card(path / CONFIG_FILE)
+
+
+def load_model(path: str | Path) -> tuple[gemma3.Gemma3, ModelCard]:
+    """The model a directory written by `save_model` holds, built from its own card; the
+    directory must store all the weights (`model.build.open_model` opens any)."""
+    path = Path(path)
+    card = read_model_card(path)
+    if card.stored != "weights" or not (path / WEIGHTS_DIR).is_dir():
+        msg = (
+            f"stores {card.stored!r}, not all the weights: open it with its base "
+            "(`model.build.open_model`)"
+        )
+        raise InvalidInput([Problem(str(path), None, "<dir>", msg)])
+    config = card.architecture.config()
+    abstract = nnx.eval_shape(lambda: gemma3.Gemma3(config, rngs=nnx.Rngs(params=0)))
+    graphdef, state = nnx.split(abstract)
+    nnx.replace_by_pure_dict(state, _restore(path / WEIGHTS_DIR, abstract, nnx.Param))
     return nnx.merge(graphdef, state), card

@@ -41,7 +41,8 @@ _DIFFICULTY_ORDER = ("easy", "medium", "hard")
 def charts(
     before: list, after: list, rl: list | None, *, train_plots: Path, template_dir: Path
 ) -> list[Chart]:
-    """The page's charts: training curves from DVCLive's files, accuracy from the items."""
+    """The page's charts: training curves from DVCLive's files (none when the run trained 0
+    steps and logged none), accuracy from the items."""
 
     def metric(name: str, column: str) -> list[tuple[float, float]]:
         return read_tsv(train_plots / f"{name}.tsv", column)
@@ -50,31 +51,36 @@ def charts(
     order = {d: i for i, d in enumerate(_DIFFICULTY_ORDER)}
     by_difficulty.sort(key=lambda r: (order.get(r["difficulty"], len(order)), r["difficulty"]))
     lines = {"template_dir": template_dir, "x": "step"}
+    training = []
+    if (train_plots / "train" / "loss.tsv").exists():
+        training = [
+            line_chart(
+                "loss",
+                "Loss and eval loss (log scale)",
+                {"train": metric("train/loss", "loss"), "eval": metric("eval/loss", "loss")},
+                y="loss",
+                template="log_linear",
+                **lines,
+            ),
+            line_chart(
+                "lr",
+                "Learning rate",
+                {"train": metric("train/lr", "lr")},
+                y="lr",
+                template="simple",
+                **lines,
+            ),
+            line_chart(
+                "grad_norm",
+                "Gradient norm (log scale)",
+                {"train": metric("train/grad_norm", "grad_norm")},
+                y="grad_norm",
+                template="log_linear",
+                **lines,
+            ),
+        ]
     return [
-        line_chart(
-            "loss",
-            "Loss and eval loss (log scale)",
-            {"train": metric("train/loss", "loss"), "eval": metric("eval/loss", "loss")},
-            y="loss",
-            template="log_linear",
-            **lines,
-        ),
-        line_chart(
-            "lr",
-            "Learning rate",
-            {"train": metric("train/lr", "lr")},
-            y="lr",
-            template="simple",
-            **lines,
-        ),
-        line_chart(
-            "grad_norm",
-            "Gradient norm (log scale)",
-            {"train": metric("train/grad_norm", "grad_norm")},
-            y="grad_norm",
-            template="log_linear",
-            **lines,
-        ),
+        *training,
         grouped_bars(
             "by_category",
             "Accuracy by category",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +27,7 @@ from tunix.rl.rollout import base_rollout
 
 from tunixrt_dvc.distributed import AXES
 from tunixrt_dvc.loop.hooks import Hooks
+from tunixrt_dvc.loop.progress import Progress, silence_tunix_bar
 from tunixrt_dvc.loop.resume import guard_resume
 from tunixrt_dvc.loop.steplog import StepLog
 from tunixrt_dvc.params import GrpoParams
@@ -60,6 +61,10 @@ class GrpoResult:
     rows: list[dict[str, Any]]
     wall_s: float
     timings: dict[str, float] = field(default_factory=dict)  # mean seconds per step, by part
+    # Tokens of the samples (prompt + completion) per second, after the first step (None if
+    # it was the only one): padding left out, or (computed) each sample's full padded length.
+    real_tokens_per_s: float | None = None
+    computed_tokens_per_s: float | None = None
 
 
 def _bucket(n: int) -> int:
@@ -96,19 +101,35 @@ class _Scorer:
 class _StepRows:
     """One `grpo` row per step in the step log, put together from two events that Tunix raises in
     either order: its metrics buffer (rewards, lengths, ours) and the end of the policy update
-    (the KL, the clock)."""
+    (the KL, the clock). Each row also advances `progress`, with the step's sample tokens:
+    `prompt_tokens(prompt)` (BOS included) plus the completions', of `row_tokens` computed each.
+    """
 
-    def __init__(self, log: StepLog, *, resumed_from: int):
+    def __init__(
+        self,
+        log: StepLog,
+        *,
+        resumed_from: int,
+        progress: Progress | None = None,
+        prompt_tokens: Callable[[str], int] = lambda _: 0,
+        row_tokens: int = 0,
+    ):
         self.log = log
         self.next = self.first = resumed_from + 1
         self.parts: dict[int, dict[str, Any]] = {}
         self.step_seconds: list[float] = []
         self._clock = time.perf_counter()
+        self.progress = progress or Progress("grpo", 0, enabled=False)
+        self.prompt_tokens, self.row_tokens = prompt_tokens, row_tokens
+        self.tokens: dict[int, tuple[int, int]] = {}  # step -> (real, computed): not in the log
 
     def _add(self, step: int, part: dict[str, Any]) -> None:
         self.parts.setdefault(step, {}).update(part)
         while {"reward", "kl"} <= self.parts.get(self.next, {}).keys():
-            self.log.log("grpo", {"step": self.next, **self.parts.pop(self.next)})
+            row = {"step": self.next, **self.parts.pop(self.next)}
+            self.log.log("grpo", row)
+            real, computed = self.tokens.pop(self.next, (0, 0))
+            self.progress.update(1, real=real, computed=computed, reward=row["reward"])
             self.next += 1
 
     def from_buffer(self, buffer: rl_cluster_lib.MetricsBuffer) -> None:
@@ -121,7 +142,13 @@ class _StepRows:
         part = {"reward": m["rewards/score/mean"]}
         part |= {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith("tunixrt/")}
         part["completion_tokens"] = m["completions/mean_length"]
-        self._add(int(buffer.global_steps) + 1, part)
+        step = int(buffer.global_steps) + 1
+        calls = buffer.metrics.get("prompts", ([], None))[0]  # a list of prompts per rollout
+        prompts = [p for c in calls for p in ([c] if isinstance(c, str) else c)]
+        completions = round(m["completions/mean_length"] * len(prompts))
+        real = sum(self.prompt_tokens(str(p)) for p in prompts) + completions
+        self.tokens[step] = (real, len(prompts) * self.row_tokens)
+        self._add(step, part)
 
     def step_end(self, kls: Sequence[float]) -> None:
         """After a policy update: `kls` is the KL of every update this process made, in order
@@ -245,7 +272,16 @@ def grpo(
         live=live,
         metrics={"grpo": METRICS},
     )
-    steps = _StepRows(log, resumed_from=resumed_from)
+    progress = Progress(
+        "grpo", params.steps, initial=resumed_from, enabled=jax.process_index() == 0
+    )
+    steps = _StepRows(
+        log,
+        resumed_from=resumed_from,
+        progress=progress,
+        prompt_tokens=functools.cache(lambda p: len(tokenizer.encode(p)) + 1),  # + BOS
+        row_tokens=max_prompt + params.max_new_tokens,
+    )
     cluster.with_external_metrics_logger(steps.from_buffer)
 
     def after_step() -> None:
@@ -256,15 +292,18 @@ def grpo(
             steps.step_end([0.0] * (int(cluster.actor_trainer.train_steps) - resumed_from))
 
     cluster.actor_trainer.with_training_hooks(_AfterStep(after_step))
+    silence_tunix_bar(cluster.actor_trainer)  # ours shows reward, real tokens/s, compilation
     batches = prompt_batches(prompts, per_step=params.prompts_per_step, seed=seed)
     t0 = time.perf_counter()
     try:
         with mesh:
             if resumed_from < params.steps:
+                progress.compiling()  # the first step compiles the rollout, reference, update
                 learner.train(batches)
         after_step()  # Tunix reports the last update only at the end
     finally:
         log.close()
+        progress.close()
     wall = time.perf_counter() - t0
     seconds = {
         "step_s": steps.step_seconds,
@@ -284,4 +323,6 @@ def grpo(
         rows=log.rows("grpo"),
         wall_s=wall,
         timings=timings,
+        real_tokens_per_s=rates[0] if (rates := progress.rates()) else None,
+        computed_tokens_per_s=rates[1] if rates else None,
     )

@@ -21,9 +21,10 @@ from jax.sharding import Mesh
 from tunix.sft import peft_trainer, sharding_utils
 
 from tunixrt_dvc.distributed import local_batch, local_rows, shard_model
+from tunixrt_dvc.loop.progress import Progress, silence_tunix_bar
 from tunixrt_dvc.loop.resume import guard_resume
 from tunixrt_dvc.params import TrainParams
-from tunixrt_dvc.sft.hooks import TrainLog
+from tunixrt_dvc.sft.hooks import BatchTokens, TrainLog
 from tunixrt_dvc.sft.inputs import model_inputs
 from tunixrt_dvc.sft.loss import make_loss_fn
 from tunixrt_dvc.sft.optimizer import make_optimizer
@@ -47,11 +48,17 @@ class TrainResult:
     train_loss_last: float
     eval_loss_first: float | None
     eval_loss_last: float | None
-    real_token_fraction: float
-    tokens_per_s: float
+    real_token_fraction: float  # of the first epoch's batches
+    real_tokens_per_s: float  # tokens of examples, padding left out (first step left out too)
+    computed_tokens_per_s: float  # rows x seq_len: padding included
     wall_s: float
     train_rows: list[dict]
     eval_rows: list[dict]
+
+    @property
+    def tokens_per_s(self) -> float:
+        """The computed tokens per second (padding included), under its old name."""
+        return self.computed_tokens_per_s
 
 
 def train(
@@ -69,9 +76,10 @@ def train(
     """Fine-tune `model` in place; resumes from `work_dir` when it holds this run's checkpoint.
 
     Each step's loss, grad norm and learning rate, and every evaluation, go to `live` (DVCLive)
-    as they happen. On a `mesh`, the model is placed by its sharding annotations and each batch
-    is split over the fsdp axis; with several processes, each feeds the rows its devices hold
-    and only the first writes files (the log, the resume stamp).
+    as they happen; how far it is goes to stderr (`loop.progress`). On a `mesh`, the model is
+    placed by its sharding annotations and each batch is split over the fsdp axis; with several
+    processes, each feeds the rows its devices hold and only the first writes files (the log,
+    the resume stamp) and shows progress.
     """
     guard_resume(work_dir, fingerprint, name="train")
     with mesh or contextlib.nullcontext():
@@ -108,31 +116,42 @@ def _train(
     trainer = peft_trainer.PeftTrainer(model, make_optimizer(params), config)
     trainer = trainer.with_gen_model_input_fn(model_inputs)
     trainer = trainer.with_loss_fn(make_loss_fn(params.compute_dtype))
+    silence_tunix_bar(trainer)  # ours shows real tokens/s and the compilation
     resumed_from = trainer.train_steps
+    progress = Progress("train", params.steps, initial=resumed_from, enabled=main)
+    tokens = BatchTokens()
     log = TrainLog(
         work_dir / "steps.jsonl" if main else None,
         resumed_from=resumed_from,
         eval_every=params.eval_every,
         live=live if main else None,
+        progress=progress,
+        tokens=tokens,
     )
     trainer.with_training_hooks(log.hooks)
 
     rows = {"batch_size": params.batch_size, "seq_len": params.seq_len}
     mine = local_rows(mesh, params.batch_size)
-    stream = (local_batch(b, mine) for b in batch_stream(train_examples, seed=seed, **rows))
+    batches = tokens.count(batch_stream(train_examples, seed=seed, **rows))  # the global batch
+    stream = (local_batch(b, mine) for b in batches)
     val = [local_batch(b, mine) for b in eval_batches(val_examples, **rows)]
     t0 = time.perf_counter()
     try:
         trainer.train(stream, val or None)
         if val and trainer.train_steps % params.eval_every:
+            progress.note(f"evaluating the final model at step {trainer.train_steps} (compiling)")
             log.final_eval(trainer.train_steps, eval_loss(model, val, params.compute_dtype))
     finally:
         log.close()
+        progress.close()
     wall = time.perf_counter() - t0
 
     train_rows, eval_rows = log.rows("train"), log.eval_rows()
     # The first step includes XLA compilation: leave it out of the throughput.
-    timed = log.step_times[1:] or log.step_times
+    timed = slice(1, None) if len(log.step_times) > 1 else slice(None)
+    seconds = max(sum(log.step_times[timed]), 1e-9)
+    real = sum(r for r, _ in log.step_tokens[timed])
+    computed = sum(c for _, c in log.step_tokens[timed])
     first_epoch = epoch_batches(train_examples, seed=seed, epoch=0, **rows)
     return TrainResult(
         steps=trainer.train_steps,
@@ -142,7 +161,8 @@ def _train(
         eval_loss_first=eval_rows[0]["eval_loss"] if eval_rows else None,
         eval_loss_last=eval_rows[-1]["eval_loss"] if eval_rows else None,
         real_token_fraction=real_token_fraction(first_epoch),
-        tokens_per_s=params.batch_size * params.seq_len * len(timed) / max(sum(timed), 1e-9),
+        real_tokens_per_s=real / seconds,
+        computed_tokens_per_s=computed / seconds,
         wall_s=wall,
         train_rows=train_rows,
         eval_rows=eval_rows,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tunixrt_dvc.errors import InvalidInput, Problem, ResourceError
+from tunixrt_dvc.params import PARAMS_FILE
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,9 @@ def _run(row: Mapping[str, Any], name: str) -> Run | None:
     data = row.get("data") or {}
     if row.get("error") or not data.get("metrics"):
         return None
-    params = {}
-    for file in (data.get("params") or {}).values():
-        params.update(_flatten(file.get("data") or {}))
+    # The default pipeline's params only: another pipeline's (gemma/params.yaml) has the same
+    # keys and would overwrite them.
+    params = dict(_flatten(((data.get("params") or {}).get(PARAMS_FILE) or {}).get("data") or {}))
     metrics = {}
     for path, file in data["metrics"].items():
         for key, value in _flatten(file.get("data") or {}):

@@ -451,12 +451,15 @@ def test_the_real_checkpoint_pipeline_hashes_its_weights(tmp_path: Path):
     gemma = yaml.safe_load((c.path / "gemma" / "params.yaml").read_text())
     gemma["model"] = {**gemma["model"], **SMALL["model"], "preset": "tiny"}
     gemma["model"]["checkpoint"] = "../models/small"
-    gemma["format"] = {**gemma["format"], **SMALL["format"]}
+    gemma["format"] = {**gemma["format"], **SMALL["format"], "val_fraction": 0.05}
     gemma["format"]["tokenizer"] = "../models/small/tokenizer.model"
     gemma["train"] = {**gemma["train"], "steps": 0}
     gemma["eval"] = {**gemma["eval"], **SMALL["eval"]}
     (c.path / "gemma" / "params.yaml").write_text(yaml.safe_dump(gemma, sort_keys=False))
 
+    # A user turns the pipeline on by taking it out of .dvcignore (README: A real Gemma checkpoint).
+    dvcignore = c.path / ".dvcignore"
+    dvcignore.write_text(dvcignore.read_text().replace("/gemma/\n", ""))
     out = c.dvc("repro", "gemma/dvc.yaml")
     sub = ["format", "train", "grpo", "eval", "report"]
     assert ran(out) == ["corpus", "export", *(f"gemma/dvc.yaml:{s}" for s in sub)], out

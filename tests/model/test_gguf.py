@@ -12,12 +12,14 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import gguf
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import safetensors.numpy
 import sentencepiece as spm
+import transformers
 from click.testing import CliRunner
 from flax import nnx
 from sentencepiece import sentencepiece_model_pb2
@@ -36,7 +38,6 @@ from tunixrt_dvc.model.names import hf_state
 from tunixrt_dvc.text.chat import END_OF_TURN, START_OF_TURN, render_prompt
 from tunixrt_dvc.text.tokenizer import Tokenizer
 
-gguf = pytest.importorskip("gguf", reason="the optional `gguf` package: pip install -e '.[gguf]'")
 Q = gguf.GGMLQuantizationType
 Piece = sentencepiece_model_pb2.ModelProto.SentencePiece
 
@@ -252,7 +253,6 @@ def test_config_json_names_the_file_and_the_preset_values(imported, source):
     assert (cfg["num_hidden_layers"], cfg["vocab_size"]) == (2, source.config.num_embed)
     assert cfg["max_position_embeddings"] == 32768
     assert config_json_problems(f32.dir / "config.json", source.config) == []
-    transformers = pytest.importorskip("transformers")
     hf = transformers.AutoConfig.from_pretrained(f32.dir)
     assert type(hf).__name__ == "Gemma3TextConfig"
     assert (hf.num_hidden_layers, hf.head_dim, hf.sliding_window) == (2, 16, 128)

@@ -65,6 +65,7 @@ def main(params_file: str, data_dir: str, out_dir: str, steps: int | None) -> No
     from tunixrt_dvc.model.output import write_stage_model
     from tunixrt_dvc.model.size import count_params
     from tunixrt_dvc.pipeline import check_deps_hash
+    from tunixrt_dvc.sft.host_memory import check_fits
     from tunixrt_dvc.sft.trainer import train
     from tunixrt_dvc.text.packing import load_examples
     from tunixrt_dvc.text.tokenizer import Tokenizer
@@ -74,6 +75,8 @@ def main(params_file: str, data_dir: str, out_dir: str, steps: int | None) -> No
     mesh = distributed.make_mesh(params.mesh, where=params_file)
     data, out = Path(data_dir), Path(out_dir)
     tokenizer = Tokenizer.load(data / "tokenizer.model")
+    if params.train.steps > 0:  # refuse a run that will not fit before the weights load
+        check_fits(params, vocab_size=tokenizer.vocab_size, processes=procs.count)
     fingerprint = provenance.fingerprint(
         params,
         sections=PARAMS,

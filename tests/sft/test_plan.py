@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from support import stages
 from support.checkpoints import pad_tokenizer
 from support.data import small_formatted
-from support.params import model_params, params, write_params
+from support.params import model_params, params, write_params, write_small_params
 
 from tunixrt_dvc.errors import ResourceError
 from tunixrt_dvc.model.config import model_config
@@ -183,3 +183,18 @@ def test_plan_prints_the_peak_host_memory(tmp_path):
     host = json.loads((tmp_path / "plan.json").read_text())["host"]
     line = f"peak host memory (RSS), predicted: {host['peak_bytes'] / GIB:.2f} GiB"
     assert line in result.output
+
+
+def test_the_train_stage_refuses_a_run_that_will_not_fit_before_anything_loads(tmp_path):
+    # 4,096 rows of 2,048 tokens: the logits alone are tens of GiB, more than any CI machine has.
+    data = small_formatted(tmp_path, n_traces=60)
+    huge = {"train": {"batch_size": 4096, "seq_len": 2048, "steps": 3}}
+    params = write_small_params(tmp_path / "huge.yaml", huge)
+    proc = stages.train(params, data, tmp_path / "run")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode != 0, out
+    assert "training needs more memory than this machine has" in err
+    predicted = float(re.search(r"predicted: ([0-9.]+) GiB", err)[1])
+    available = float(re.search(r"available: ([0-9.]+) GiB", err)[1])
+    assert predicted > available
+    assert not (tmp_path / "run").exists()  # refused before anything was written

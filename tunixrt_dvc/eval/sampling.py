@@ -19,6 +19,7 @@ from tunixrt_dvc.text.tokenizer import Tokenizer
 class Generation:
     text: str  # the completion, without the prompt and without the stop token
     n_tokens: int  # generated tokens, the stop token included when one was produced
+    tokens: tuple[int, ...] = ()  # those tokens' ids
 
 
 def cache_size_for(*, max_prompt_tokens: int, max_new_tokens: int) -> int:
@@ -81,8 +82,11 @@ def generate(
                 temperature=0.0,
             )
             lengths = [_generated_length(tokens, stops) for tokens in result.tokens]
-            for text, n in zip(result.text[:n_real], lengths[:n_real], strict=True):
-                out.append(Generation(text=text, n_tokens=n))
+            for text, tokens, n in zip(
+                result.text[:n_real], result.tokens[:n_real], lengths[:n_real], strict=True
+            ):
+                ids = tuple(int(t) for t in tokens[:n])
+                out.append(Generation(text=text, n_tokens=n, tokens=ids))
             # Decoding runs until every row stopped: the slots past a row's stop, and the
             # top-up copies, are the padding.
             slots = batch_size * max(lengths)

@@ -435,3 +435,42 @@ def test_the_page_shows_the_seed_sweep_the_params_name(in_tmp) -> None:
     assert (
         f"{acc['mean']:.4f} &plusmn; {acc['sd']:.4f}" in section and f"{acc['min']:.4f}" in section
     )
+
+
+def _sweep(device: str | None, steps: int) -> dict:
+    runs = [
+        {"name": f"s{s}", "seed": s, "after.accuracy": 0.9 + s / 100, "commit": "a" * 40}
+        | {"device": device, "params": {"seed": s, "model.preset": "tiny", "train.steps": steps}}
+        for s in range(3)
+    ]
+    stats = {"n": 3, "mean": 0.91, "sd": 0.01, "min": 0.9, "ci_low": 0.885, "ci_high": 0.935}
+    return {"configs": [{"config": "all runs", "runs": runs, "summary": {"after.accuracy": stats}}]}
+
+
+@pytest.mark.parametrize(
+    ("device", "steps", "said"),
+    [
+        ("cpu:cpu x1 AMD EPYC [avx2 fma]", 2000, "This run's device is the same kind"),
+        ("cpu:cpu x1 Intel Xeon [avx512f amx]", 2000, "This run ran on another kind of machine"),
+        (None, 2000, "whether the sweep's device matches is unknown"),
+        ("cpu:cpu x1 AMD EPYC [avx2 fma]", 20, "train.steps: 20 there, 2000 here"),
+    ],
+)
+def test_both_reports_say_where_the_seed_sweep_was_made(in_tmp, device, steps, said) -> None:
+    paths = _inputs(Path("."))
+    manifest = MANIFEST | {"device": "cpu:cpu x1 AMD EPYC [avx2 fma]"}
+    manifest["params"] = {**MANIFEST["params"], "train": {"steps": 2000}, "seed": 0}
+    paths["manifest"].write_text(json.dumps(manifest), encoding="utf-8")
+    Path("sweep.json").write_text(json.dumps(_sweep(device, steps)))
+    write_params(paths["params"], {"report": {"n_examples": 2, "seed_sweep": "sweep.json"}})
+    res = _run(paths, Path("report"))
+    assert res.exit_code == 0, res.output
+    md = Path("report/delta_report.md").read_text()
+    section = md.split("## Across seeds", 1)[1].split("\n## ", 1)[0]
+    assert "at commit aaaaaaa (seeds 0, 1, 2)" in section and said in section, section
+    assert "| after.accuracy | 3 | 0.9100 | 0.0100 | 0.9000 | [0.8850, 0.9350] |" in section
+    page = Path("report/index.html").read_text()
+    seeds = page.split('<section id="seeds">', 1)[1].split("</section>", 1)[0]
+    assert said in seeds.replace("&#x27;", "'")
+    mismatch = 'class="origin mismatch"' in seeds
+    assert mismatch == (said != "This run's device is the same kind")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
 
 import pytest
 from click.testing import CliRunner
@@ -141,3 +143,46 @@ def test_rl_experiments_are_summarized_with_the_rl_model_scores(tmp_path):
     assert r.exit_code == 0, r.output
     assert "| seed | run | after.accuracy | eval.loss | rl.accuracy |" in r.output, r.output
     assert "| **mean** | | 0.7000 | 0.3000 | 0.7600 |" in r.output, r.output
+
+
+def test_every_run_records_its_commit_device_and_params(tmp_path, monkeypatch):
+    # A repository whose commit holds the train stage's fingerprint, as a pipeline run leaves it.
+    repo = tmp_path / "repo"
+    (repo / "train").mkdir(parents=True)
+    device = "cpu:cpu x1 AMD EPYC [avx2 fma]"
+    (repo / "train" / "fingerprint.json").write_text(json.dumps({"device": device}))
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t"}
+    env |= {"GIT_COMMITTER_EMAIL": "t@t", "PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True
+        ).stdout.strip()
+
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "run")
+    sha = git("rev-parse", "HEAD")
+    show = json.loads(json.dumps(EXP_SHOW))
+    show[1]["rev"] = sha
+    show[1]["experiments"][1]["revs"][0]["rev"] = sha  # tags-s1: its fingerprint is readable
+    exp_show = tmp_path / "exp.json"
+    exp_show.write_text(json.dumps(show))
+    monkeypatch.chdir(repo)
+
+    runs = runs_from_exp_show(show)
+    assert {r.commit for r in runs} == {sha}
+    assert [r.device for r in runs] == [None, device, None, None, None, None]
+    r = CliRunner().invoke(
+        cli, ["sweep", "summary", "--exp-show", str(exp_show), "--json", "summary.json"]
+    )
+    assert r.exit_code == 0, r.output
+    assert f"Made on: an unrecorded device at {sha[:7]} (seeds 0, 2); {device} at {sha[:7]}" in (
+        r.output
+    )
+    tags = json.loads((repo / "summary.json").read_text())["configs"][0]
+    assert tags["devices"] == [device] and tags["commits"] == [sha]
+    run = tags["runs"][1]
+    assert (run["name"], run["seed"], run["commit"], run["device"]) == ("tags-s1", 1, sha, device)
+    assert run["params"] == {"seed": 1, "format.recipe": "tags"}
+    assert run["after.accuracy"] == 0.72

@@ -13,6 +13,7 @@ from typing import Any
 
 from tunixrt_dvc.report.charts import Chart
 from tunixrt_dvc.report.markdown import EMPTY_GENERATION, HEADLINE, NO_ANSWER, rl_rows
+from tunixrt_dvc.report.origin import sweep_origin
 from tunixrt_dvc.report.ranking import changes
 from tunixrt_dvc.report.run import RUN_FIELDS, UNKNOWN, run_info
 from tunixrt_dvc.task.arithmetic import check_equation
@@ -38,6 +39,8 @@ li.wrong::marker { content: "\\2717  "; color: #c53030; }
 li.right { color: #22543d; } li.wrong { color: #9b2c2c; font-weight: 600; }
 pre { background: #f7fafc; padding: 0.6rem; overflow-x: auto; font-size: 0.85rem; }
 .meta { color: #4a5568; font-size: 0.9rem; }
+.origin { font-size: 0.9rem; }
+.origin.mismatch { border-left: 4px solid #c05621; padding-left: 0.6rem; }
 """
 
 
@@ -98,7 +101,7 @@ def _pairs(title: str, pairs: Sequence[tuple[ScoredItem, ScoredItem]], total: in
     return "\n".join(out)
 
 
-def _seeds(sweep: Mapping[str, Any]) -> str:
+def _seeds(sweep: Mapping[str, Any], manifest: Mapping[str, Any]) -> str:
     out = [
         "<p>Each config run with several seeds (the seed changes the corpus, tokenizer, init and "
         "batch order): mean and sample standard deviation, the worst seed, and the 95% "
@@ -118,6 +121,10 @@ def _seeds(sweep: Mapping[str, Any]) -> str:
             )
         seeds = ", ".join(str(r.get("seed")) for r in config.get("runs", []))
         out.append(f"<h3>{escape(str(config.get('config')))} (seeds {escape(seeds)})</h3>")
+        origin = sweep_origin(config, manifest)
+        mismatch = origin.same_device is not True or bool(origin.differing)
+        cls = "origin mismatch" if mismatch else "origin"
+        out.append(f'<p class="{cls}">{escape(" ".join(origin.sentences()))}</p>')
         out.append(_table(["metric", "n", "mean &plusmn; sd", "min", "95% CI"], rows))
     return "\n".join(out)
 
@@ -170,7 +177,8 @@ def render_html(
             "</section>",
         ]
     if sweep:
-        parts += ['<section id="seeds"><h2>Across seeds</h2>', _seeds(sweep), "</section>"]
+        parts += ['<section id="seeds"><h2>Across seeds</h2>', _seeds(sweep, manifest)]
+        parts.append("</section>")
     parts += [
         '<section id="training"><h2>Training</h2>',
         *[_figure(c) for c in training],

@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tunixrt_dvc.report.origin import sweep_origin
 from tunixrt_dvc.report.ranking import changes
 from tunixrt_dvc.report.run import RUN_FIELDS, UNKNOWN, run_info
 from tunixrt_dvc.task.scoring import ScoredItem
@@ -99,6 +100,22 @@ def _side_by_side(k: int, b: ScoredItem, a: ScoredItem) -> list[str]:
     ]
 
 
+def _seeds(sweep: Mapping[str, Any], manifest: Mapping[str, Any]) -> list[str]:
+    lines = ["## Across seeds", ""]
+    for config in sweep.get("configs", []):
+        origin = sweep_origin(config, manifest)
+        lines += [f"### {_cell(str(config.get('config')))}", "", " ".join(origin.sentences()), ""]
+        lines += ["| metric | n | mean | sd | min | 95% CI |", "|---|---:|---:|---:|---:|---|"]
+        for metric, s in config.get("summary", {}).items():
+            ci = f"[{_num(s.get('ci_low'))}, {_num(s.get('ci_high'))}]"
+            lines.append(
+                f"| {_cell(metric)} | {s.get('n')} | {_num(s.get('mean'))} | {_num(s.get('sd'))} "
+                f"| {_num(s.get('min'))} | {ci} |"
+            )
+        lines.append("")
+    return lines
+
+
 def render_report(
     *,
     pairs: Sequence[tuple[ScoredItem, ScoredItem]],
@@ -106,8 +123,10 @@ def render_report(
     manifest: Mapping[str, Any],
     n_examples: int,
     inputs: Mapping[str, str],
+    sweep: Mapping[str, Any] | None = None,
 ) -> str:
-    """The whole delta_report.md. `inputs` maps a label to `path (sha256 ...)` text."""
+    """The whole delta_report.md. `inputs` maps a label to `path (sha256 ...)` text; `sweep` is
+    a `tunixrt sweep summary --json` file's content, shown with where it was made."""
     info = run_info(manifest)
     ups, downs = changes(pairs)
     fixed = sum(1 for b, a in pairs if a.correct and not b.correct)
@@ -132,6 +151,8 @@ def render_report(
         table = _table(rows, "metric")
         table[0] = "| metric | after SFT | after RL | delta |"
         lines += ["## After RL (GRPO)", "", *table, ""]
+    if sweep:
+        lines += _seeds(sweep, manifest)
     lines += [
         "## Accuracy by category",
         "",

@@ -143,13 +143,18 @@ def write_report(
     # Not its hash: the manifest records the run's time and timings, which differ between
     # otherwise identical runs; the fields the report uses are shown under "Run".
     inputs["run manifest"] = f"`{_display(manifest_path)}`"
+    sweep = read_json_object(sweep_path, what="seed-sweep summary") if sweep_path else None
     report = render_report(
-        pairs=pairs, metrics=recomputed, manifest=manifest, n_examples=n_examples, inputs=inputs
+        pairs=pairs,
+        metrics=recomputed,
+        manifest=manifest,
+        n_examples=n_examples,
+        inputs=inputs,
+        sweep=sweep,
     )
     traces = eval_traces(before, after, manifest=manifest)
     html_file = None
     if train_plots is not None:
-        sweep = read_json_object(sweep_path, what="seed-sweep summary") if sweep_path else None
         page = render_html(
             pairs=pairs,
             metrics=recomputed,

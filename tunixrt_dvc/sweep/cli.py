@@ -72,7 +72,25 @@ def _table(config: Config, metrics: Sequence[str]) -> list[str]:
         cells = [_fmt(getattr(config.summary(m), stat)) for m in cols]
         label = {"ci_low": "95% CI low", "ci_high": "95% CI high"}.get(stat, stat)
         lines.append(f"| **{label}** | | " + " | ".join(cells) + " |")
+    lines += ["", f"Made on: {'; '.join(_origins(config))}"]
     return lines + [""]
+
+
+def _origins(config: Config) -> list[str]:
+    """Each device and commit the config's runs come from, with their seeds."""
+    seeds: dict[tuple[str, str], list[str]] = {}
+    for r in config.runs:
+        where = (r.device or "an unrecorded device", (r.commit or "an unrecorded commit")[:7])
+        seeds.setdefault(where, []).append(str(r.params.get(SEED)))
+    return [f"{d} at {c} (seeds {', '.join(s)})" for (d, c), s in seeds.items()]
+
+
+def _run_json(run: Run, metrics: Sequence[str]) -> dict:
+    return (
+        {"name": run.name, "seed": run.params.get(SEED)}
+        | {m: run.metric(m) for m in metrics}
+        | {"commit": run.commit, "device": run.device, "params": run.params}
+    )
 
 
 @sweep.command("summary")
@@ -94,11 +112,9 @@ def summary_command(exp_show: str | None, metrics: tuple[str, ...], json_out: st
                 "configs": [
                     {
                         "config": c.label,
-                        "runs": [
-                            {"name": r.name, "seed": r.params.get(SEED)}
-                            | {m: r.metric(m) for m in metrics}
-                            for r in c.runs
-                        ],
+                        "runs": [_run_json(r, metrics) for r in c.runs],
+                        "devices": sorted({r.device or "" for r in c.runs} - {""}),
+                        "commits": sorted({r.commit or "" for r in c.runs} - {""}),
                         "summary": {
                             m: s.as_dict() for m in metrics if (s := c.summary(m)) is not None
                         },

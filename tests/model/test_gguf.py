@@ -376,8 +376,9 @@ def test_cli_imports_a_file_or_the_package(monkeypatch, tmp_path, imported):
 def test_the_weights_stage_imports_the_package_or_a_file_with_the_params_preset(
     monkeypatch, tmp_path, imported
 ):
-    from stages.weights import main as weights_stage
     from support.params import write_params
+
+    from stages.weights import main as weights_stage
 
     f32 = imported["f32"]
     model = {"preset": "gemma3-270m", "checkpoint": str(tmp_path / "a")}

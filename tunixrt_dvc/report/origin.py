@@ -43,8 +43,12 @@ class SweepOrigin:
             if self.devices
             else "Made on a device the sweep did not record"
         )
-        commits = ", ".join(c[:7] for c in self.commits) or "an unrecorded commit"
-        out = [f"{made}, at commit {commits} (seeds {seeds})."]
+        commits = (
+            f"at commit {', '.join(c[:7] for c in self.commits)}"
+            if self.commits
+            else "at a commit it did not record"
+        )
+        out = [f"{made}, {commits} (seeds {seeds})."]
         here = self.run_device or "an unrecorded device"
         if self.same_device is True:
             out.append(f"This run's device is the same kind: {here}.")

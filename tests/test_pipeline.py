@@ -494,7 +494,7 @@ def test_real_gemma_through_the_pipeline_generates_as_transformers_does(tmp_path
     (c.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     gemma = yaml.safe_load((c.path / "gemma" / "params.yaml").read_text())
     gemma["format"]["val_fraction"] = 0.01  # 4 held-out examples: one eval batch each time
-    gemma["train"].update(steps=2, eval_every=2, checkpoint_every=2)
+    gemma["train"].update(steps=2, batch_size=2, eval_every=2, checkpoint_every=2)
     gemma["eval"].update(limit=2, max_new_tokens=16, batch_size=2)
     (c.path / "gemma" / "params.yaml").write_text(yaml.safe_dump(gemma, sort_keys=False))
     dvcignore = c.path / ".dvcignore"
@@ -513,7 +513,7 @@ def test_real_gemma_through_the_pipeline_generates_as_transformers_does(tmp_path
     model = c.path / "gemma" / "train" / "model"
     assert sum(p.stat().st_size for p in model.rglob("*") if p.is_file()) < 50_000_000
     metrics = json.loads(c.read("gemma/metrics/eval.json"))
-    assert metrics["before"]["n_items"] == metrics["after"]["n_items"] == 2
+    assert metrics["before"]["n"] == metrics["after"]["n"] == 2
     train_metrics = json.loads(c.read("gemma/train/metrics.json"))
     assert train_metrics["step"] == 2
 

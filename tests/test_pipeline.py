@@ -547,7 +547,7 @@ def _greedy_equals_transformers(checkpoint: Path, tmp_path: Path) -> None:
 
     gguf = package.assemble(tmp_path / package.MODEL_NAME)
     peer = AutoModelForCausalLM.from_pretrained(
-        str(gguf.parent), gguf_file=gguf.name, torch_dtype=torch.float32
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
     ).eval()
     for prompt, mine in zip(prompts, ours, strict=True):
         ids = [tokenizer.bos_id, *tokenizer.encode(prompt)]

@@ -4,19 +4,13 @@ picks other kernels on another CPU kind, so results differ), the commit and the 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tunixrt_dvc.sweep.runs import flatten
+
 SEED = "seed"
-
-
-def _flatten(data: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    if isinstance(data, Mapping):
-        for key, value in data.items():
-            yield from _flatten(value, f"{prefix}.{key}" if prefix else str(key))
-    else:
-        yield prefix, data
 
 
 @dataclass(frozen=True)
@@ -78,7 +72,7 @@ def sweep_origin(config: Mapping[str, Any], manifest: Mapping[str, Any]) -> Swee
     devices = tuple(sorted({d for r in runs if (d := r.get("device"))}))
     commits = tuple(sorted({c for r in runs if (c := r.get("commit"))}))
     swept = next((r.get("params") for r in runs if isinstance(r.get("params"), Mapping)), None)
-    here = dict(_flatten(manifest.get("params") or {}))
+    here = dict(flatten(manifest.get("params") or {}))
     differing = []
     if swept is not None:
         for key in sorted(here.keys() & swept.keys() - {SEED}):

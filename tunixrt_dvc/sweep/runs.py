@@ -34,10 +34,11 @@ class Run:
         return found[0] if len(found) == 1 else None
 
 
-def _flatten(data: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+def flatten(data: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Nested mappings as (dotted key, leaf value) pairs, as DVC names params and metrics."""
     if isinstance(data, Mapping):
         for key, value in data.items():
-            yield from _flatten(value, f"{prefix}.{key}" if prefix else str(key))
+            yield from flatten(value, f"{prefix}.{key}" if prefix else str(key))
     else:
         yield prefix, data
 
@@ -71,10 +72,10 @@ def _run(row: Mapping[str, Any], name: str, commit: str | None = None) -> Run | 
         return None
     # The default pipeline's params only: another pipeline's (gemma/params.yaml) has the same
     # keys and would overwrite them.
-    params = dict(_flatten(((data.get("params") or {}).get(PARAMS_FILE) or {}).get("data") or {}))
+    params = dict(flatten(((data.get("params") or {}).get(PARAMS_FILE) or {}).get("data") or {}))
     metrics = {}
     for path, file in data["metrics"].items():
-        for key, value in _flatten(file.get("data") or {}):
+        for key, value in flatten(file.get("data") or {}):
             if isinstance(value, int | float) and not isinstance(value, bool):
                 metrics[f"{path}:{key}"] = float(value)
     return Run(name=name, rev=row["rev"], params=params, metrics=metrics, commit=commit)

@@ -3,7 +3,8 @@
 The work is done the way it is on paper, in lines of fixed width: first the calculation with its
 operands aligned in three columns (`347+085`, the only step that is not an equation), then one
 checkable equation per column, ones first, with the carry or borrow always written, even when it
-is 0 (`7+5+0=12`, `4+8+1=13`; `5-0-8+10=7`), then the whole result (`347+085=432`). Every line
+is 0 (`7+5+0=12`, `4+8+1=13`; `5-0-8+10=7`), then the whole result (`347+085=432`). A two-step problem starts with a plan line that holds
+all three numbers (`347+085-123`), then works both operations (`432-123`, ...). Every line
 of a kind has the same length, so every digit a line needs sits at the same distance from it
 whatever the numbers are, and every equation is one small fact: that is what makes multi-digit
 arithmetic learnable for a small model, and learnable reliably from any seed (docs/benchmarks.md
@@ -151,6 +152,7 @@ FIRST = {
 SECOND = {"add": "then got {c} more", "sub": "then gave {c} to a friend"}
 TWO_STEP = "{first}, {second}. How many {item} does {name} have now?"
 _APPLY = {"add": lambda x, y: x + y, "sub": lambda x, y: x - y, "mul": lambda x, y: x * y}
+_SYMBOL = {"add": "+", "sub": "-"}
 _STEPS = {"add": lambda x, y: add_steps(x, y), "sub": lambda x, y: sub_steps(x, y)}
 
 
@@ -191,6 +193,9 @@ def _make(rng: random.Random, category: str) -> Problem:
     else:
         c = rng.randint(1, mid) if mid >= 1 else 0
     s2, r2 = _STEPS[op2](mid, c)
+    # The plan line copies all three numbers out of the prompt at the start, where a and b are
+    # copied for every problem; the second setup then takes c from the work, not from the prompt.
+    plan = f"{s1[0]}{_SYMBOL[op2]}{c:0{WIDTH}d}"
     prompt = TWO_STEP.format(
         first=FIRST[op1].format(name=name, item=item, a=a, b=b),
         second=SECOND[op2].format(c=c),
@@ -201,7 +206,7 @@ def _make(rng: random.Random, category: str) -> Problem:
         category,
         _difficulty(r1 + r2 + 1),
         prompt,
-        tuple(s1 + s2),
+        (plan, *s1, *s2),
         _APPLY[op2](mid, c),
         f"{kind}:{a}:{b}:{c}",
         (computation(op1, a, b), computation(op2, mid, c)),

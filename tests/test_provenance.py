@@ -57,3 +57,15 @@ def test_a_checkpoint_made_by_other_code_is_not_resumed(tmp_path):
     (work / "checkpoints").mkdir()
     guard_resume(work, ours, name="test")
     assert (work / "checkpoints").exists()
+
+
+def test_a_cap_on_the_instruction_set_is_part_of_the_device(monkeypatch):
+    # The cap picks other kernels (other low bits), so a capped run is another kind of machine.
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    plain = provenance.device_kind()
+    assert "xla_cpu_max_isa" not in plain and provenance.max_isa() is None
+    monkeypatch.setenv(
+        "XLA_FLAGS", "--xla_force_host_platform_device_count=1 --xla_cpu_max_isa=AVX2"
+    )
+    assert provenance.max_isa() == "AVX2"
+    assert provenance.device_kind() == f"{plain} xla_cpu_max_isa=AVX2"

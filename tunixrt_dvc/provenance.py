@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import re
 import subprocess
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -70,13 +71,23 @@ def cpu_kind() -> str:
     return f"{fields.get('model name', platform.machine())} [{isa}]"
 
 
+def max_isa() -> str | None:
+    """The instruction set XLA's CPU kernels are capped at (`--xla_cpu_max_isa` in XLA_FLAGS)."""
+    found = re.findall(r"--xla_cpu_max_isa=(\S+)", os.environ.get("XLA_FLAGS", ""))
+    return found[-1] if found else None
+
+
 def device_kind() -> str:
-    """The devices JAX computes on; for the CPU, its model and kernel-relevant ISA too."""
+    """The devices JAX computes on; for the CPU, its model and kernel-relevant ISA too, and the
+    cap XLA_FLAGS puts on that ISA (another kernel choice, so another kind of machine)."""
     import jax
 
     d = jax.devices()[0]
     kind = f"{d.platform}:{d.device_kind} x{jax.device_count()}"
-    return f"{kind} {cpu_kind()}" if d.platform == "cpu" else kind
+    if d.platform != "cpu":
+        return kind
+    cap = max_isa()
+    return f"{kind} {cpu_kind()}" + (f" xla_cpu_max_isa={cap}" if cap else "")
 
 
 def fingerprint(

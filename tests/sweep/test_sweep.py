@@ -79,6 +79,28 @@ def test_configs_are_the_params_but_the_seed():
     )
 
 
+def test_the_same_params_on_two_commits_are_two_configs_and_a_commit_selects_one():
+    newer = {
+        "rev": "d" * 40,
+        "name": "recipe",
+        "data": _data(0, "tags", 0.97),
+        "error": None,
+        "experiments": [_exp("new-s1", 1, "tags", 0.95), _exp("new-s2", 2, "tags", 0.96)],
+    }
+    runs = runs_from_exp_show([*EXP_SHOW, newer], fingerprints=lambda rev: None)
+    configs = group_by_config(runs)
+    assert [c.label for c in configs] == [
+        "commit=ccccccc, format.recipe=tags",
+        "commit=ccccccc, format.recipe=answer_only",
+        "commit=ddddddd, format.recipe=tags",
+    ]
+    assert [r.metric("after.accuracy") for r in configs[2].runs] == [0.97, 0.95, 0.96]
+    newest = select(runs, parse_selector("commit=ddd,format.recipe=tags"))
+    assert [r.name for r in newest] == ["new-s1", "new-s2", "recipe"]
+    # A commit is text, never a YAML number.
+    assert parse_selector("commit=0123456") == {"commit": "0123456"}
+
+
 def test_summary_statistics():
     s = summarize([0.5, 0.6, 0.7, 0.8, 0.9])
     assert (s.n, s.mean, s.min, s.max) == (5, pytest.approx(0.7), 0.5, 0.9)

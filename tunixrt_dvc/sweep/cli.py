@@ -135,7 +135,9 @@ def compare_command(
     a: str, b: str, exp_show: str | None, metrics: tuple[str, ...], json_out: str | None
 ) -> None:
     """Is B better than A beyond seed noise? A and B select runs by params, as
-    KEY=VALUE[,KEY=VALUE...] (for example `format.recipe=answer_only`); each needs 2+ seeds.
+    KEY=VALUE[,KEY=VALUE...] (for example `format.recipe=answer_only`), or by the commit their
+    code comes from (`commit=1e998f8`; `dvc exp show -A --json` lists every commit's
+    experiments); each needs 2+ seeds.
 
     Reports the difference of the means with Welch's 95% interval, Welch's t-test and an exact
     permutation test; "significant" needs both below 0.05.

@@ -86,14 +86,15 @@ def runs_from_exp_show(
 ) -> list[Run]:
     """Finished runs in `dvc exp show --json` output: the commits shown (unless `commits` is
     false) and every successful experiment. Queued, running and failed ones are left out, and
-    so are repeats of a run with the same params (an experiment that reran a commit's params).
+    so are repeats of a run with the same commit and params (an experiment that reran its
+    commit's params); the same params on another commit are another run (other code).
     Each run's device comes from `fingerprints(rev)` (default: `fingerprint_at`, from git)."""
     fingerprints = fingerprints or fingerprint_at
     out: list[Run] = []
     seen: set[str] = set()
 
     def add(run: Run | None) -> None:
-        key = json.dumps(run.params, sort_keys=True, default=str) if run else ""
+        key = json.dumps([run.commit, run.params], sort_keys=True, default=str) if run else ""
         if run is not None and key not in seen:
             seen.add(key)
             device = (fingerprints(run.rev) or {}).get("device")

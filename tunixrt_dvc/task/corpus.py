@@ -1,14 +1,14 @@
 """The built-in corpus: seeded "show your work" arithmetic word problems.
 
 The work is done the way it is on paper, in lines of fixed width: first the calculation with its
-operands aligned in three columns (`347+085`, the only step that is not an equation), then one
-checkable equation per column, ones first, with the carry or borrow always written, even when it
-is 0 (`7+5+0=12`, `4+8+1=13`; `5-0-8+10=7`), then the whole result (`347+085=432`). A two-step problem starts with a plan line that holds
-all three numbers (`347+085-123`), then works both operations (`432-123`, ...). Every line
-of a kind has the same length, so every digit a line needs sits at the same distance from it
-whatever the numbers are, and every equation is one small fact: that is what makes multi-digit
-arithmetic learnable for a small model, and learnable reliably from any seed (docs/benchmarks.md
-has the seed table).
+operands aligned in three columns (`347+085`, a setup line, not an equation), then one checkable
+equation per column, ones first, with the carry or borrow always written, even when it is 0
+(`7+5+0=12`, `4+8+1=13`; `5-0-8+10=7`), then the whole result (`347+085=432`). A two-step problem
+starts with a plan line that holds all three of its numbers (`347+085-123`), then works both
+operations (`347+085`, ..., `432-123`, ...). Every line of a kind has the same length, so every
+digit a line needs sits at the same distance from it whatever the numbers are, and every equation
+is one small fact: that is what makes multi-digit arithmetic learnable for a small model, and
+learnable reliably from any seed (docs/benchmarks.md has the seed table).
 
 Problems are split by their *numbers*: a fixed hash of (operation, operands) reserves one key in
 eight for evaluation, so no eval problem, in any wording, can be among the training traces.

@@ -115,6 +115,9 @@ class TrainParams(_Section):
     grad_clip: Annotated[float, Field(gt=0.0)]
     # Mixed precision: the dtype of the forward/backward pass; null computes in model.dtype.
     compute_dtype: Literal[DTYPES] | None
+    # Where logits are computed: every position, or only where the loss scores (the completion
+    # tokens; sft.loss.scored_nll), which saves most of a large vocabulary's work and memory.
+    logits: Literal["all", "scored"]
     eval_every: Annotated[int, Field(ge=1)]
     checkpoint_every: Annotated[int, Field(ge=1)]
     lora: LoraParams | None  # rank 0 (or null): full fine-tuning

@@ -30,6 +30,7 @@ ROWS: dict[str, str] = {
     "lora": "tunixrt_dvc.bench.scale:lora_row",
     "grpo": "tunixrt_dvc.bench.grpo:grpo_row",
     "gpu": "tunixrt_dvc.bench.gpu:gpu_row",
+    "gemma": "tunixrt_dvc.bench.gemma:gemma_row",
 }
 # What a plain `tunixrt bench` runs: every row this (CPU) machine can.
 DEFAULT_ROWS = ("export", "format", "train", "eval", "mesh", "lora", "grpo", "dvc")

@@ -25,12 +25,17 @@ def _matmul_params(config: ModelConfig) -> int:
     return config.num_embed * d + config.num_layers * (attn + 3 * d * config.hidden_dim)
 
 
-def model_flops_per_token(config: ModelConfig, seq_len: int) -> float:
+def model_flops_per_token(config: ModelConfig, seq_len: int, *, frozen: bool = False) -> float:
     """Training FLOPs per token (forward + backward), PaLM's convention for MFU:
     6 * N (matmul parameters) + 12 * layers * heads * head_dim * attended length, where a
-    sliding-window layer attends to at most its window. No discount for causal masking."""
+    sliding-window layer attends to at most its window. No discount for causal masking.
+
+    `frozen` (LoRA): the weights get no gradients, so the backward pass computes the activations'
+    gradients only: 4 * N (the adapters' own products are left out)."""
     span = 0
     for i in range(config.num_layers):
         local = ATTENTION_PATTERN[i % len(ATTENTION_PATTERN)] == gemma3.AttentionType.LOCAL_SLIDING
         span += min(seq_len, config.sliding_window_size) if local else seq_len
-    return 6.0 * _matmul_params(config) + 12.0 * config.num_heads * config.head_dim * span
+    return (4.0 if frozen else 6.0) * _matmul_params(
+        config
+    ) + 12.0 * config.num_heads * config.head_dim * span

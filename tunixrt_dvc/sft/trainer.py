@@ -7,6 +7,7 @@ hooks, the deterministic batch stream, the run, and what it measured.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from tunixrt_dvc.loop.resume import guard_resume
 from tunixrt_dvc.params import TrainParams
 from tunixrt_dvc.sft.hooks import BatchTokens, TrainLog
 from tunixrt_dvc.sft.inputs import model_inputs
-from tunixrt_dvc.sft.loss import make_loss_fn
+from tunixrt_dvc.sft.loss import make_loss_fn, max_scored
 from tunixrt_dvc.sft.optimizer import make_optimizer
 from tunixrt_dvc.text.packing import (
     Example,
@@ -115,7 +116,9 @@ def _train(
     )
     trainer = peft_trainer.PeftTrainer(model, make_optimizer(params), config)
     trainer = trainer.with_gen_model_input_fn(model_inputs)
-    trainer = trainer.with_loss_fn(make_loss_fn(params.compute_dtype))
+    rows = {"batch_size": params.batch_size, "seq_len": params.seq_len}
+    scored = scored_rows(params, train_examples, val_examples, seed=seed)
+    trainer = trainer.with_loss_fn(make_loss_fn(params.compute_dtype, scored_rows=scored))
     silence_tunix_bar(trainer)  # ours shows real tokens/s and the compilation
     resumed_from = trainer.train_steps
     progress = Progress("train", params.steps, initial=resumed_from, enabled=main)
@@ -130,7 +133,6 @@ def _train(
     )
     trainer.with_training_hooks(log.hooks)
 
-    rows = {"batch_size": params.batch_size, "seq_len": params.seq_len}
     mine = local_rows(mesh, params.batch_size)
     batches = tokens.count(batch_stream(train_examples, seed=seed, **rows))  # the global batch
     stream = (local_batch(b, mine) for b in batches)
@@ -140,7 +142,8 @@ def _train(
         trainer.train(stream, val or None)
         if val and trainer.train_steps % params.eval_every:
             progress.note(f"evaluating the final model at step {trainer.train_steps} (compiling)")
-            log.final_eval(trainer.train_steps, eval_loss(model, val, params.compute_dtype))
+            loss = eval_loss(model, val, params.compute_dtype, scored_rows=scored)
+            log.final_eval(trainer.train_steps, loss)
     finally:
         log.close()
         progress.close()
@@ -169,13 +172,35 @@ def _train(
     )
 
 
-def eval_loss(model: nnx.Module, batches: Sequence[dict], compute_dtype: str | None) -> float:
+def scored_rows(
+    params: TrainParams,
+    train_examples: Sequence[Example],
+    val_examples: Sequence[Example],
+    *,
+    seed: int,
+) -> int | None:
+    """With `logits: scored`, the most positions any batch of the run scores (its train steps'
+    batches and the validation batches, all known before it starts); else None."""
+    if params.logits == "all":
+        return None
+    rows = {"batch_size": params.batch_size, "seq_len": params.seq_len}
+    run = itertools.islice(batch_stream(train_examples, seed=seed, **rows), params.steps)
+    return max_scored(itertools.chain(run, eval_batches(val_examples, **rows)))
+
+
+def eval_loss(
+    model: nnx.Module,
+    batches: Sequence[dict],
+    compute_dtype: str | None,
+    *,
+    scored_rows: int | None = None,
+) -> float:
     """Mean completion-only loss over batches, with the loss function the run trains with.
 
     Under a mesh, each batch is this process's rows, assembled into the global batch as Tunix's
     own evaluation does.
     """
-    loss_fn = make_loss_fn(compute_dtype)
+    loss_fn = make_loss_fn(compute_dtype, scored_rows=scored_rows)
     step = nnx.jit(lambda m, b: loss_fn(m, **model_inputs(b)))
     batches = [sharding_utils.shard_input(b, ("fsdp",)) for b in batches]
     return float(np.mean([float(step(model, b)) for b in batches]))

@@ -149,6 +149,38 @@ def test_the_commands(tmp_path):
     assert r.exit_code == 1 and "A: seed=9: selects 0 finished run(s)" in r.output
 
 
+def test_a_committed_summary_is_compared_with_experiments_of_another_clone(tmp_path):
+    # results/seed_sweep.json of an earlier commit against a new commit's experiments, run in
+    # a clone of their own: the runs of both sources, told apart by commit.
+    exp_show = tmp_path / "exp.json"
+    exp_show.write_text(json.dumps(EXP_SHOW))
+    old = tmp_path / "seed_sweep.json"
+    r = CliRunner().invoke(
+        cli, ["sweep", "summary", "--exp-show", str(exp_show), "--json", str(old)]
+    )
+    assert r.exit_code == 0, r.output
+    newer = [
+        {
+            "rev": "d" * 40,
+            "name": "recipe",
+            "data": _data(0, "tags", 0.97),
+            "error": None,
+            "experiments": [_exp("n1", 1, "tags", 0.95), _exp("n2", 2, "tags", 0.96)],
+        }
+    ]
+    new = tmp_path / "new.json"
+    new.write_text(json.dumps(newer))
+    args = ["sweep", "compare", "commit=ccccccc,format.recipe=tags", "commit=ddddddd"]
+    r = CliRunner().invoke(cli, [*args, "--exp-show", str(old), "--exp-show", str(new)])
+    assert r.exit_code == 0, r.output
+    assert "after.accuracy: A 0.7033 (n=3), B 0.9600 (n=3)" in r.output
+    r = CliRunner().invoke(
+        cli, ["sweep", "summary", "--exp-show", str(old), "--exp-show", str(new)]
+    )
+    assert "## commit=ccccccc, format.recipe=tags (3 runs)" in r.output
+    assert "## commit=ddddddd, format.recipe=tags (3 runs)" in r.output
+
+
 def test_rl_experiments_are_summarized_with_the_rl_model_scores(tmp_path):
     def rl(name: str, seed: int, after: float, after_rl: float) -> dict:
         exp = _exp(name, seed, "tags", after)

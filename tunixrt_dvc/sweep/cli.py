@@ -17,7 +17,7 @@ from tunixrt_dvc.errors import InvalidInput, Problem
 from tunixrt_dvc.io import write_json
 from tunixrt_dvc.sweep.configs import HEADLINE, SEED, Config, group_by_config, parse_selector
 from tunixrt_dvc.sweep.configs import select as select_runs
-from tunixrt_dvc.sweep.runs import Run, read_exp_show, runs_from_exp_show
+from tunixrt_dvc.sweep.runs import Run, read_exp_show, read_runs, runs_from_exp_show
 from tunixrt_dvc.sweep.stats import compare
 
 
@@ -30,8 +30,11 @@ def _exp_show_option(f):
     return click.option(
         "--exp-show",
         "exp_show",
+        multiple=True,
         type=click.Path(dir_okay=False),
-        help="Read this saved `dvc exp show --json` output instead of running it.",
+        help="Read runs from this saved `dvc exp show --json` output, or from a `tunixrt sweep "
+        "summary --json` file (results/seed_sweep.json), instead of this repository's `dvc exp "
+        "show`; repeat to put several together (other clones, other machines).",
     )(f)
 
 
@@ -45,10 +48,12 @@ def _metric_option(f):
     )(f)
 
 
-def _runs(exp_show: str | None) -> list[Run]:
-    runs = runs_from_exp_show(read_exp_show(exp_show))
+def _runs(sources: tuple[str, ...]) -> list[Run]:
+    runs = [r for s in sources for r in read_runs(s)]
+    if not sources:
+        runs = runs_from_exp_show(read_exp_show())
     if not runs:
-        what = exp_show or "this repository's `dvc exp show`"
+        what = ", ".join(sources) or "this repository's `dvc exp show`"
         raise InvalidInput([Problem(what, None, "<runs>", "no finished run with metrics")])
     return runs
 
@@ -97,7 +102,9 @@ def _run_json(run: Run, metrics: Sequence[str]) -> dict:
 @_exp_show_option
 @_metric_option
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write JSON here.")
-def summary_command(exp_show: str | None, metrics: tuple[str, ...], json_out: str | None) -> None:
+def summary_command(
+    exp_show: tuple[str, ...], metrics: tuple[str, ...], json_out: str | None
+) -> None:
     """Every config (params but the seed): each seed's metrics, mean, sd, min and 95% CI."""
     metrics = metrics or HEADLINE
     configs = group_by_config(_runs(exp_show))
@@ -132,7 +139,7 @@ def summary_command(exp_show: str | None, metrics: tuple[str, ...], json_out: st
 @_metric_option
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write JSON here.")
 def compare_command(
-    a: str, b: str, exp_show: str | None, metrics: tuple[str, ...], json_out: str | None
+    a: str, b: str, exp_show: tuple[str, ...], metrics: tuple[str, ...], json_out: str | None
 ) -> None:
     """Is B better than A beyond seed noise? A and B select runs by params, as
     KEY=VALUE[,KEY=VALUE...] (for example `format.recipe=answer_only`), or by the commit their

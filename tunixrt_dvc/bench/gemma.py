@@ -89,35 +89,43 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def ours(checkpoint: Path, batches: list[dict], compute_dtype: str | None, logits: str) -> dict:
-    """The project's step (the train stage's loss, optimizer and LoRA) under `nnx.jit`."""
-    import jax
-    from flax import nnx
-
+def _model(checkpoint: Path):
+    """Gemma 3 270M from `checkpoint` with LoRA adapters (B = 0), and its config."""
     from tunixrt_dvc.model.build import build_model
     from tunixrt_dvc.model.lora import apply_lora
-    from tunixrt_dvc.model.size import model_flops_per_token
-    from tunixrt_dvc.params import LoraParams, ModelParams, TrainParams
-    from tunixrt_dvc.sft.inputs import model_inputs
-    from tunixrt_dvc.sft.loss import make_loss_fn, max_scored
-    from tunixrt_dvc.sft.optimizer import make_optimizer
+    from tunixrt_dvc.params import LoraParams, ModelParams
 
     mp = ModelParams(
         preset="gemma3-270m", checkpoint=str(checkpoint), num_layers=2, embed_dim=128,
         hidden_dim=512, num_heads=4, head_dim=32, num_kv_heads=1, dtype="float32",
     )  # fmt: skip
+    base, config = build_model(mp, vocab_size=262144, max_len=SEQ_LEN, seed=0)
+    return apply_lora(base, LoraParams(**LORA, targets=TARGETS, quantize=None), seed=0), config
+
+
+def ours(checkpoint: Path, batches: list[dict], compute_dtype: str | None, logits: str) -> dict:
+    """The project's step (the train stage's loss, optimizer and LoRA) under `nnx.jit`."""
+    import jax
+    from flax import nnx
+
+    from tunixrt_dvc.model.size import model_flops_per_token
+    from tunixrt_dvc.params import TrainParams
+    from tunixrt_dvc.sft.inputs import model_inputs
+    from tunixrt_dvc.sft.loss import make_loss_fn, max_scored, store_frozen_in
+    from tunixrt_dvc.sft.matmul import float32_sums
+    from tunixrt_dvc.sft.optimizer import make_optimizer
+
     tp = TrainParams(
         steps=len(batches), batch_size=ROWS, seq_len=SEQ_LEN, learning_rate=5e-4,
         warmup_steps=0, weight_decay=0.0, grad_clip=1.0, compute_dtype=compute_dtype,
         logits=logits, eval_every=10**6, checkpoint_every=10**6, lora=None,
     )  # fmt: skip
-    base, config = build_model(mp, vocab_size=262144, max_len=SEQ_LEN, seed=0)
-    model = apply_lora(base, LoraParams(**LORA, targets=TARGETS, quantize=None), seed=0)
-    del base
+    model, config = _model(checkpoint)
+    if compute_dtype is not None:
+        store_frozen_in(model, compute_dtype)  # as the train stage does with LoRA
     opt = nnx.Optimizer(model, make_optimizer(tp), wrt=nnx.LoRAParam)
     scored = max_scored(batches) if logits == "scored" else None
     loss_fn = make_loss_fn(compute_dtype, scored_rows=scored)
-    reference = make_loss_fn(None)  # float32, logits everywhere
 
     @nnx.jit
     def step(m, o, batch):
@@ -128,20 +136,32 @@ def ours(checkpoint: Path, batches: list[dict], compute_dtype: str | None, logit
         o.update(m, grads)
         return value
 
-    first = batches[0]
-    ref = float(nnx.jit(lambda m, b: reference(m, **model_inputs(b)))(model, first))
     losses, times = [], []
-    for batch in batches:
-        t0 = time.perf_counter()
-        losses.append(float(jax.block_until_ready(step(model, opt, batch))))
-        times.append(time.perf_counter() - t0)
+    with float32_sums():  # as the train stage traces its step
+        for batch in batches:
+            t0 = time.perf_counter()
+            losses.append(float(jax.block_until_ready(step(model, opt, batch))))
+            times.append(time.perf_counter() - t0)
     return {
         "losses": losses,
-        "reference_loss": ref,
         "step_s": times,
         "flops_per_token": model_flops_per_token(config, SEQ_LEN, frozen=True),
         "peak_rss_mb": _peak_rss_mb(),
     }
+
+
+def reference(checkpoint: Path, batches: list[dict]) -> dict:
+    """The first batch's loss in float32 with logits everywhere (a process of its own, so that
+    its (tokens x vocab) float32 logits do not count in a step's peak RSS)."""
+    from flax import nnx
+
+    from tunixrt_dvc.sft.inputs import model_inputs
+    from tunixrt_dvc.sft.loss import make_loss_fn
+
+    model, _ = _model(checkpoint)
+    loss_fn = make_loss_fn(None)
+    loss = nnx.jit(lambda m, b: loss_fn(m, **model_inputs(b)))(model, batches[0])
+    return {"reference_loss": float(loss)}
 
 
 def peer(gguf: Path, batches: list[dict], dtype: str) -> dict:
@@ -214,6 +234,7 @@ def gemma_row(ctx: BenchContext) -> list[dict[str, Any]]:
     data = ctx.workdir / "gemma_batches.npz"
     np.savez(data, **{f"{i}:{k}": v for i, b in enumerate(batches) for k, v in b.items()})
     real = int(np.mean([np.sum(b["segment_ids"] > 0) for b in batches[WARMUP:]]))
+    ref = _child(["reference", str(checkpoint), str(data)])["reference_loss"]
     rows = []
     for name, dtype, logits in OURS:
         args = ["ours", str(checkpoint), str(data), "--dtype", str(dtype), "--logits", logits]
@@ -223,7 +244,7 @@ def gemma_row(ctx: BenchContext) -> list[dict[str, Any]]:
         peak = peak_matmul_flops(dtype or "float32")
         row["model GFLOP/s (LoRA: 4N)"] = round(flops / 1e9, 1)
         row["MFU"] = round(flops / peak, 3)
-        row["loss vs float32"] = f"{result['losses'][0] - result['reference_loss']:+.1e}"
+        row["loss vs float32"] = f"{result['losses'][0] - ref:+.1e}"
         rows.append(row)
     missing = [p for p in PEER_PACKAGES if importlib.util.find_spec(p) is None]
     if missing:
@@ -246,7 +267,7 @@ def _load(data: str) -> list[dict[str, np.ndarray]]:
 
 
 @click.command()
-@click.argument("side", type=click.Choice(["ours", "peer"]))
+@click.argument("side", type=click.Choice(["ours", "peer", "reference"]))
 @click.argument("weights", type=click.Path(exists=True))
 @click.argument("data", type=click.Path(exists=True, dir_okay=False))
 @click.option("--dtype", default="bfloat16", show_default=True, help="Compute dtype (None: f32).")
@@ -256,6 +277,8 @@ def child(side: str, weights: str, data: str, dtype: str, logits: str) -> None:
     batches = _load(data)
     if side == "ours":
         result = ours(Path(weights), batches, None if dtype == "None" else dtype, logits)
+    elif side == "reference":
+        result = reference(Path(weights), batches)
     else:
         result = peer(Path(weights), batches, dtype)
     click.echo(json.dumps(result))

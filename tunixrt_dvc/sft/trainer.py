@@ -27,7 +27,8 @@ from tunixrt_dvc.loop.resume import guard_resume
 from tunixrt_dvc.params import TrainParams
 from tunixrt_dvc.sft.hooks import BatchTokens, TrainLog
 from tunixrt_dvc.sft.inputs import model_inputs
-from tunixrt_dvc.sft.loss import make_loss_fn, max_scored
+from tunixrt_dvc.sft.loss import make_loss_fn, max_scored, store_frozen_in
+from tunixrt_dvc.sft.matmul import float32_sums
 from tunixrt_dvc.sft.optimizer import make_optimizer
 from tunixrt_dvc.text.packing import (
     Example,
@@ -100,6 +101,8 @@ def _train(
     mesh: Mesh | None,
 ) -> TrainResult:
     main = jax.process_index() == 0
+    if params.adapter is not None and params.compute_dtype is not None:
+        store_frozen_in(model, params.compute_dtype)  # the base is only ever read in it
     config = peft_trainer.TrainingConfig(
         eval_every_n_steps=params.eval_every,
         max_steps=params.steps,
@@ -139,11 +142,13 @@ def _train(
     val = [local_batch(b, mine) for b in eval_batches(val_examples, **rows)]
     t0 = time.perf_counter()
     try:
-        trainer.train(stream, val or None)
-        if val and trainer.train_steps % params.eval_every:
-            progress.note(f"evaluating the final model at step {trainer.train_steps} (compiling)")
-            loss = eval_loss(model, val, params.compute_dtype, scored_rows=scored)
-            log.final_eval(trainer.train_steps, loss)
+        with float32_sums():  # bfloat16 products as XLA:CPU's fast kernels take them
+            trainer.train(stream, val or None)
+            if val and trainer.train_steps % params.eval_every:
+                note = f"evaluating the final model at step {trainer.train_steps} (compiling)"
+                progress.note(note)
+                loss = eval_loss(model, val, params.compute_dtype, scored_rows=scored)
+                log.final_eval(trainer.train_steps, loss)
     finally:
         log.close()
         progress.close()

@@ -47,6 +47,7 @@ def test_cli_writes_json_and_rejects_unknown_rows(tmp_path):
     assert "traces_per_s" in r.output
     data = json.loads(out.read_text())
     assert set(data) == {"machine", "rows"} and len(data["rows"]["export"]) == 2
+    assert data["machine"]["device"].startswith("cpu:")  # every figure names its machine
     r = CliRunner().invoke(cli, ["bench", "--rows", "nope", "--out", str(out)])
     assert r.exit_code == 2 and "unknown rows ['nope']" in r.output
     r = CliRunner().invoke(cli, ["bench", "--sizes", "10,x", "--out", str(out)])

@@ -24,7 +24,9 @@ def test_generation_reports_items_generated_tokens_and_eta_per_batch(monkeypatch
             [p + "12 + 30 = 42" + END_OF_TURN for p in PROMPTS * 30], vocab_size=200, seed=0
         )
     )
-    small = model_params(num_layers=1, embed_dim=32, hidden_dim=64, num_heads=2, head_dim=16)
+    small = model_params(
+        num_layers=1, embed_dim=32, hidden_dim=64, num_heads=2, head_dim=16, num_kv_heads=1
+    )
     net, config = build_model(small, vocab_size=tok.vocab_size, max_len=128, seed=0)
 
     def generate():

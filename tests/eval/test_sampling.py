@@ -46,7 +46,9 @@ def test_generation_gets_control_turn_markers_as_ids(monkeypatch) -> None:
     model = train_tokenizer(texts, vocab_size=200, seed=0)
     user_defined, control = Tokenizer.load(model), Tokenizer.load(control_turns(model))
     assert control.turns_as_ids and not user_defined.turns_as_ids
-    small = model_params(num_layers=1, embed_dim=32, hidden_dim=64, num_heads=2, head_dim=16)
+    small = model_params(
+        num_layers=1, embed_dim=32, hidden_dim=64, num_heads=2, head_dim=16, num_kv_heads=1
+    )
     net, cfg = build_model(small, vocab_size=control.vocab_size, max_len=128, seed=0)
 
     results = {}

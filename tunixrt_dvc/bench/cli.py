@@ -85,7 +85,10 @@ def main(rows: str, sizes: str, out: str, workdir: str | None) -> None:
         raise click.BadParameter(
             f"unknown rows {unknown}; known: {sorted(ROWS)}", param_hint="--rows"
         )
+    from tunixrt_dvc.provenance import device_kind
+
     machine = {
+        "device": device_kind(),  # as fingerprints name it: the CPU's model and kernel ISA
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),

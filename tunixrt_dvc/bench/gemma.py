@@ -37,7 +37,7 @@ PEER_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 PEER_PACKAGES = ("torch", "transformers", "peft")
 # The project's variants: (name, compute dtype, logits).
 OURS = (
-    ("bfloat16, logits everywhere (before)", "bfloat16", "all"),
+    ("bfloat16, logits everywhere", "bfloat16", "all"),
     ("bfloat16, logits where scored", "bfloat16", "scored"),
     ("float32, logits where scored", None, "scored"),
 )

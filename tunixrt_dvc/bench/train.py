@@ -108,10 +108,11 @@ def train_row(ctx: BenchContext) -> list[dict]:
 
 
 def peak_matmul_flops(dtype: str, *, n: int = 2048, repeats: int = 10) -> float:
-    """This machine's best matrix-product rate in JAX (FLOP/s): square `n` x `n` products in
-    `dtype`, the best of `repeats` timed runs after a compile."""
+    """This machine's best matrix-product rate in JAX (FLOP/s): square `n` x `n` products of
+    `dtype` operands summed in float32 (how XLA:CPU's fast kernels take bfloat16: `sft.matmul`),
+    the best of `repeats` timed runs after a compile."""
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32).astype(dtype)
-    matmul = jax.jit(lambda x, y: x @ y)
+    matmul = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=jnp.float32))
     matmul(a, a).block_until_ready()
     best = float("inf")
     for _ in range(repeats):

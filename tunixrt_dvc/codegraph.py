@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import ast
 import re
-import sys
 from collections.abc import Iterable
 from pathlib import Path
+
+import click
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("tunixrt_dvc", "stages")
@@ -209,8 +210,14 @@ def rewrite_code_deps(text: str, root: Path = ROOT) -> str:
     return "".join(out)
 
 
-if __name__ == "__main__":
-    # `python -m tunixrt_dvc.codegraph [DVC.YAML ...]`: write every stage's code deps into the
-    # project's pipelines (or the files given).
-    for target in [Path(a) for a in sys.argv[1:]] or dvc_files():
+@click.command()
+@click.argument("targets", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def main(targets: tuple[Path, ...]) -> None:
+    """Write every stage's code deps (the modules its entry imports, transitively) into the
+    project's pipelines, dvc.yaml and gemma/dvc.yaml, or into the TARGETS given."""
+    for target in targets or dvc_files():
         target.write_text(rewrite_code_deps(target.read_text(encoding="utf-8")), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -66,6 +66,7 @@ def main(params_file: str, data_dir: str, out_dir: str, steps: int | None) -> No
     from tunixrt_dvc.model.size import count_params
     from tunixrt_dvc.pipeline import check_deps_hash
     from tunixrt_dvc.sft.host_memory import check_fits
+    from tunixrt_dvc.sft.loss import store_frozen_in
     from tunixrt_dvc.sft.trainer import train
     from tunixrt_dvc.text.packing import load_examples
     from tunixrt_dvc.text.tokenizer import Tokenizer
@@ -123,6 +124,9 @@ def main(params_file: str, data_dir: str, out_dir: str, steps: int | None) -> No
         return
 
     adapted = adapt(net, params.train.adapter, seed=params.seed)
+    if adapted.lora is not None and params.train.compute_dtype is not None:
+        # The frozen base is only read in the compute dtype from here on: no float32 copy.
+        store_frozen_in(adapted.model, params.train.compute_dtype)
     result = train(
         adapted.model,
         train_examples=load_examples(data / "train.jsonl"),

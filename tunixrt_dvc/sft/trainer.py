@@ -27,7 +27,7 @@ from tunixrt_dvc.loop.resume import guard_resume
 from tunixrt_dvc.params import TrainParams
 from tunixrt_dvc.sft.hooks import BatchTokens, TrainLog
 from tunixrt_dvc.sft.inputs import model_inputs
-from tunixrt_dvc.sft.loss import make_loss_fn, max_scored, store_frozen_in
+from tunixrt_dvc.sft.loss import make_loss_fn, max_scored
 from tunixrt_dvc.sft.matmul import float32_sums
 from tunixrt_dvc.sft.optimizer import make_optimizer
 from tunixrt_dvc.text.packing import (
@@ -101,8 +101,6 @@ def _train(
     mesh: Mesh | None,
 ) -> TrainResult:
     main = jax.process_index() == 0
-    if params.adapter is not None and params.compute_dtype is not None:
-        store_frozen_in(model, params.compute_dtype)  # the base is only ever read in it
     config = peft_trainer.TrainingConfig(
         eval_every_n_steps=params.eval_every,
         max_steps=params.steps,
